@@ -1,0 +1,145 @@
+/*
+ * atomic-upload: receive a file so that readers of its destination name
+ * see either the previous content or the complete new content, never a
+ * mix and never a prefix.
+ *
+ * This is the only code in the project that knows about temporary files.
+ * It has no SFTP or SCP knowledge: callers open a staged file for a
+ * destination path, write through the returned descriptor, and then either
+ * commit (publish the data under the destination name in one rename or
+ * link) or abort (nothing is published, nothing is left behind).
+ *
+ * Every function returns 0 on success or a positive errno value; results
+ * are written through pointers.  errno itself is not relied upon by callers.
+ */
+#ifndef ATOMIC_UPLOAD_H
+#define ATOMIC_UPLOAD_H
+
+#include <sys/types.h>
+#include <sys/stat.h>
+#include <stddef.h>
+
+/* How much a successful commit promises about power loss (DESIGN.md 4). */
+enum stage_sync {
+	STAGE_SYNC_FULL = 0,	/* fsync file, publish, fsync directory */
+	STAGE_SYNC_DATA,	/* fsync file before publishing only */
+	STAGE_SYNC_NONE		/* visibility atomicity only */
+};
+
+/* What to do with a write that does not truncate an existing file. */
+enum stage_modify {
+	STAGE_MODIFY_COPY = 0,	/* stage a copy (reflink first), commit on close */
+	STAGE_MODIFY_INPLACE	/* write the existing file in place, as stock */
+};
+
+/* How a staged file is held until commit. */
+enum stage_method {
+	STAGE_TMPFILE = 0,	/* anonymous O_TMPFILE, linked at commit */
+	STAGE_NAMED,		/* hidden, unpredictable name, renamed at commit */
+	STAGE_DIRECT		/* no staging: the destination itself (stock) */
+};
+
+/*
+ * Settings for one stage_open().  Zero-initialised means: stage in the
+ * destination directory, durability full, copy-on-modify, O_TMPFILE allowed.
+ */
+struct stage_opts {
+	const char *tmpdir;	/* staging directory (already %-expanded) or NULL */
+	enum stage_sync sync;
+	enum stage_modify modify;
+	int disabled;		/* never stage: write in place like stock */
+	int no_tmpfile;		/* never use O_TMPFILE (tests, odd filesystems) */
+	int no_close_event;	/* skip the post-commit open+close that makes
+				 * IN_CLOSE_WRITE fire on the final name */
+};
+
+/* What happened to one upload, for the caller's commit/abort log line. */
+struct stage_report {
+	char path[4096];	/* destination as given to stage_open */
+	off_t bytes;		/* size of the staged file at commit/abort */
+	double seconds;		/* since stage_open */
+	enum stage_method method;
+	int error;		/* 0, or the errno of the step that failed */
+	char reason[256];	/* failed step or abort reason, "" on success */
+};
+
+struct staged_file;
+
+/*
+ * Open a staged file for writing to `path`.  `oflags` are open(2) flags:
+ * O_WRONLY or O_RDWR, plus any of O_CREAT, O_TRUNC, O_EXCL, O_APPEND.
+ * `mode` is the permission for a new file; the process umask applies.
+ * Errors are those open(2) would give for the same request where the
+ * situation is the same (ENOENT, EEXIST, EACCES, EISDIR, ...).
+ */
+int stage_open(const struct stage_opts *opts, const char *path, int oflags,
+    mode_t mode, struct staged_file **sfp);
+
+/* The descriptor to write (and read) the staged data through.  Always
+ * opened for reading and writing; callers enforce the client's access. */
+int stage_fd(const struct staged_file *sf);
+
+enum stage_method stage_method(const struct staged_file *sf);
+
+/* Why a file is written in place (STAGE_DIRECT), or NULL if staged.  Also
+ * set when a configured staging directory was not used, even though the
+ * file is staged in its destination directory instead. */
+const char *stage_note(const struct staged_file *sf);
+
+/* The client declared the final size: commit only if the staged length
+ * equals it, else abort (a cancelled upload must not publish a prefix). */
+void stage_expect_size(struct staged_file *sf, off_t size);
+
+/*
+ * Attribute changes through the handle.  The staged file stays mode 0600
+ * until commit; the mode the client asked for is recorded and applied at
+ * commit.  stage_fstat() reports the staged data with that mode.
+ */
+int stage_fchmod(struct staged_file *sf, mode_t mode);
+int stage_fchown(struct staged_file *sf, uid_t uid, gid_t gid);
+int stage_fstat(const struct staged_file *sf, struct stat *st);
+
+/* fsync the staged data now (fsync@openssh.com on a staged handle). */
+int stage_fsync(struct staged_file *sf);
+
+/*
+ * Publish the staged data under the destination name and free `sf`.
+ * On failure the destination is untouched and the staged data removed;
+ * `sf` is freed either way.  `rep` may be NULL.
+ */
+int stage_commit(struct staged_file *sf, struct stage_report *rep);
+
+/* Discard the staged data and free `sf`.  `reason` goes into the report. */
+void stage_abort(struct staged_file *sf, const char *reason,
+    struct stage_report *rep);
+
+/*
+ * Abort every staging this process still has open, without logging or
+ * allocating: for fatal paths and signal handlers (async-signal-safe).
+ * Returns the number aborted.
+ */
+int stage_abort_all(void);
+
+/* Number of stagings currently open (tests and leak checks). */
+int stage_count(void);
+
+/*
+ * Remove stale named temporaries in `dir` left by a process that died:
+ * our name pattern, owned by the caller, regular file, and not locked by
+ * a live staging.  `removed` (may be NULL) gets the count.
+ */
+int stage_sweep(const char *dir, unsigned int *removed);
+
+/* Does `name` look like one of our named temporaries? (watchers, sweep) */
+int stage_is_temp_name(const char *name);
+
+/* Expand %u (user), %d (home), %U (uid), %% in a directory template. */
+int stage_expand_dir(const char *tmpl, const char *user, const char *home,
+    uid_t uid, char **out);
+
+/* Parse "full", "data", "none" (case-insensitive). */
+int stage_parse_sync(const char *s, enum stage_sync *out);
+const char *stage_sync_name(enum stage_sync s);
+const char *stage_method_name(enum stage_method m);
+
+#endif /* ATOMIC_UPLOAD_H */

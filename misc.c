@@ -1,0 +1,102 @@
+/* Small helpers shared by sftp-server and scp; see misc.h. */
+#include "includes.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "misc.h"
+
+int
+read_full(int fd, void *buf, size_t len, size_t *done)
+{
+	size_t off = 0;
+	ssize_t n;
+	int r = 0;
+
+	while (off < len) {
+		n = read(fd, (char *)buf + off, len - off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = errno;
+			goto out;
+		}
+		if (n == 0) {
+			r = EPIPE;
+			goto out;
+		}
+		off += (size_t)n;
+	}
+ out:
+	if (done != NULL)
+		*done = off;
+	return r;
+}
+
+int
+write_full(int fd, const void *buf, size_t len)
+{
+	size_t off = 0;
+	ssize_t n;
+
+	while (off < len) {
+		n = write(fd, (const char *)buf + off, len - off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno;
+		}
+		if (n == 0)
+			return EIO;
+		off += (size_t)n;
+	}
+	return 0;
+}
+
+double
+monotime_double(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		return 0.0;
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int
+parse_u64(const char *s, unsigned long long *out)
+{
+	unsigned long long v = 0;
+	const char *p;
+
+	if (s == NULL || *s == '\0')
+		return EINVAL;
+	for (p = s; *p != '\0'; p++) {
+		if (*p < '0' || *p > '9')
+			return EINVAL;
+		if (v > (~0ULL - (unsigned)(*p - '0')) / 10)
+			return ERANGE;
+		v = v * 10 + (unsigned)(*p - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+void
+sanitise_copy(char *dst, size_t len, const char *src)
+{
+	size_t i;
+
+	if (len == 0)
+		return;
+	for (i = 0; i + 1 < len && src[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)src[i];
+
+		dst[i] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+	}
+	dst[i] = '\0';
+}

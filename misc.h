@@ -1,0 +1,25 @@
+/* Small helpers shared by sftp-server and scp. */
+#ifndef MISC_H
+#define MISC_H
+
+#include <sys/types.h>
+#include <stddef.h>
+
+/* Read or write exactly `len` bytes, retrying on EINTR and short counts.
+ * Return 0, or an errno value (EPIPE for EOF on read, with *done set to the
+ * bytes transferred when `done` is not NULL). */
+int read_full(int fd, void *buf, size_t len, size_t *done);
+int write_full(int fd, const void *buf, size_t len);
+
+/* Monotonic clock in seconds. */
+double monotime_double(void);
+
+/* Parse a decimal unsigned 64-bit number that must fill the whole string;
+ * 0 or EINVAL / ERANGE. */
+int parse_u64(const char *s, unsigned long long *out);
+
+/* Replace non-printable bytes with '?' so peer-supplied text is safe to
+ * print or log; writes at most `len` bytes including the NUL. */
+void sanitise_copy(char *dst, size_t len, const char *src);
+
+#endif /* MISC_H */

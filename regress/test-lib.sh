@@ -1,0 +1,158 @@
+# Sourced by every regress/t-*.sh script (bash).  Gives:
+#   ok DESC / notok DESC / skip DESC WHY / check DESC CMD...  (TAP lines)
+#   fail MSG          print "not ok" and exit 1 (setup failures)
+#   verbose/trace     messages for humans (never counted)
+#   WORK              a fresh scratch directory for this test ($tid)
+#   need_root         skip the whole script unless running as root
+#   test_user_setup   create the unprivileged user $TEST_USER (root only)
+#   as_user CMD...    run a command as $TEST_USER
+#   start_sshd [CONFIG-LINES]  throwaway sshd on 127.0.0.1:$SSHD_PORT whose
+#                     Subsystem sftp is $SFTP_SERVER (with $SFTP_SERVER_ARGS)
+#                     and whose PATH puts $OBJ/regress/work/bin first;
+#                     $SSH_OPTS are the ssh/scp/sftp options to reach it
+#                     as root (-F config), $USER_SSH_OPTS the same for
+#                     $TEST_USER under as_user; stopped by the EXIT trap.
+#   wait_for CMD...   retry a command for up to 10 s
+# Environment from run-tests.sh: SRC, OBJ, SFTP_SERVER, SCP.
+set -u
+: "${SRC:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+: "${OBJ:=$SRC}"
+: "${SFTP_SERVER:=$OBJ/sftp-server}"
+: "${SCP:=$OBJ/scp}"
+: "${tid:=$(basename "$0" .sh)}"
+STOCK_SFTP_SERVER=${STOCK_SFTP_SERVER:-/usr/lib/openssh/sftp-server}
+TEST_USER=${TEST_USER:-autest}
+export SRC OBJ SFTP_SERVER SCP STOCK_SFTP_SERVER TEST_USER
+
+WORK="$OBJ/regress/work/$tid"
+rm -rf "$WORK"
+mkdir -p "$WORK"
+chmod 755 "$OBJ/regress/work" "$WORK" 2>/dev/null
+
+_cleanups=()
+_run_cleanups() {
+	local i
+	for ((i = ${#_cleanups[@]} - 1; i >= 0; i--)); do
+		eval "${_cleanups[$i]}" >/dev/null 2>&1
+	done
+}
+trap _run_cleanups EXIT
+# on_exit CMD: run CMD (a string) when the test exits, last registered first.
+on_exit() { _cleanups+=("$1"); }
+
+ok() { echo "ok - $tid: $*"; }
+notok() { echo "not ok - $tid: $*"; }
+skip() { echo "ok - $tid: $1 # SKIP ${2:-}"; }
+fail() { notok "$*"; exit 1; }
+verbose() { echo "# $*"; }
+trace() { [ -n "${TEST_TRACE:-}" ] && echo "# $*"; return 0; }
+
+# check DESC CMD...: ok if CMD succeeds.
+check() {
+	local desc=$1; shift
+	if "$@"; then ok "$desc"; else notok "$desc"; fi
+}
+
+need_root() {
+	if [ "$(id -u)" -ne 0 ]; then
+		skip "$tid" "needs root"
+		exit 0
+	fi
+}
+
+test_user_setup() {
+	need_root
+	if ! id "$TEST_USER" >/dev/null 2>&1; then
+		useradd -m -s /bin/bash "$TEST_USER" >/dev/null 2>&1 ||
+		    fail "useradd $TEST_USER"
+	fi
+	TEST_UID=$(id -u "$TEST_USER")
+	TEST_GID=$(id -g "$TEST_USER")
+	TEST_HOME=$(getent passwd "$TEST_USER" | cut -d: -f6)
+	# sshd refuses accounts with a locked password ("!") on some setups.
+	usermod -p '*' "$TEST_USER" >/dev/null 2>&1
+	export TEST_UID TEST_GID TEST_HOME
+}
+
+as_user() {
+	setpriv --reuid="$TEST_USER" --regid="$TEST_USER" --init-groups \
+	    --reset-env -- env PATH=/usr/local/bin:/usr/bin:/bin "$@"
+}
+
+wait_for() {
+	local i
+	for i in $(seq 1 100); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+start_sshd() {
+	local extra=${1:-} sshd keydir
+	need_root
+	test_user_setup
+	sshd=$(command -v sshd || echo /usr/sbin/sshd)
+	[ -x "$sshd" ] || fail "sshd not installed"
+	mkdir -p /run/sshd
+	keydir="$WORK/sshd"
+	mkdir -p "$keydir" "$OBJ/regress/work/bin"
+	chmod 755 "$keydir"
+	ssh-keygen -q -t ed25519 -N '' -f "$keydir/host_key" >/dev/null || fail "host key"
+	ssh-keygen -q -t ed25519 -N '' -f "$keydir/client_key" >/dev/null || fail "client key"
+	# ssh refuses a private key others can read: the unprivileged user
+	# gets a copy of its own.
+	cp "$keydir/client_key" "$keydir/user_key"
+	chown "$TEST_USER" "$keydir/user_key"
+	chmod 600 "$keydir/client_key" "$keydir/user_key"
+	cp "$keydir/client_key.pub" "$keydir/authorized_keys"
+	chmod 644 "$keydir/authorized_keys"
+	SSHD_PORT=$(free_port)
+	cat > "$keydir/sshd_config" <<EOC
+Port $SSHD_PORT
+ListenAddress 127.0.0.1
+HostKey $keydir/host_key
+PidFile $keydir/sshd.pid
+AuthorizedKeysFile $keydir/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin yes
+StrictModes no
+UsePAM no
+LogLevel VERBOSE
+SetEnv PATH=$OBJ/regress/work/bin:/usr/local/bin:/usr/bin:/bin
+Subsystem sftp $SFTP_SERVER ${SFTP_SERVER_ARGS:-}
+$extra
+EOC
+	"$sshd" -D -e -f "$keydir/sshd_config" >"$keydir/sshd.log" 2>&1 &
+	SSHD_PID=$!
+	on_exit "kill $SSHD_PID"
+	cat > "$keydir/ssh_config" <<EOC
+Host *
+	HostName 127.0.0.1
+	Port $SSHD_PORT
+	IdentityFile $keydir/client_key
+	IdentitiesOnly yes
+	StrictHostKeyChecking no
+	UserKnownHostsFile /dev/null
+	GlobalKnownHostsFile /dev/null
+	LogLevel ERROR
+	BatchMode yes
+EOC
+	sed "s|$keydir/client_key|$keydir/user_key|" "$keydir/ssh_config" \
+	    > "$keydir/ssh_config_user"
+	chmod 644 "$keydir/ssh_config" "$keydir/ssh_config_user"
+	# root uses SSH_OPTS; as_user commands use USER_SSH_OPTS.
+	SSH_OPTS="-F $keydir/ssh_config"
+	USER_SSH_OPTS="-F $keydir/ssh_config_user"
+	SSHD_LOG="$keydir/sshd.log"
+	export SSHD_PORT SSHD_PID SSH_OPTS USER_SSH_OPTS SSHD_LOG
+	wait_for ssh $SSH_OPTS root@localhost true ||
+	    { tail -20 "$SSHD_LOG"; fail "sshd did not come up on port $SSHD_PORT"; }
+}
