@@ -17,6 +17,17 @@ export SRC OBJ
 : "${SCP:=$OBJ/scp}"
 export SFTP_SERVER SCP
 
+# A sanitizer build writes reports to files (programs started by sshd
+# have no terminal); any report is a failure of the test that caused it.
+SANDIR="$OBJ/regress/work/sanitizer"
+if grep -q 'fsanitize' "$OBJ/Makefile" 2>/dev/null; then
+	mkdir -p "$SANDIR"
+	chmod 1777 "$SANDIR"
+	ASAN_OPTIONS="log_path=$SANDIR/asan:detect_leaks=1:verify_asan_link_order=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+	UBSAN_OPTIONS="log_path=$SANDIR/ubsan:print_stacktrace=1:halt_on_error=1"
+	export ASAN_OPTIONS UBSAN_OPTIONS
+fi
+
 passed=0
 failed=0
 skipped=0
@@ -53,6 +64,14 @@ for t in $tests; do
 	*) ( cd "$OBJ" && exec "$t" ) >"$results.out" 2>&1 ;;
 	esac
 	rc=$?
+	if [ -d "$SANDIR" ] && [ -n "$(ls -A "$SANDIR" 2>/dev/null)" ]; then
+		for r in "$SANDIR"/*; do
+			echo "# sanitizer report $r:"
+			sed 's/^/#   /' "$r" | head -60
+			echo "not ok - $name: sanitizer report $(basename "$r")"
+		done >>"$results.out"
+		rm -f "$SANDIR"/*
+	fi
 	cat "$results.out"
 	p=$(grep -c '^ok ' "$results.out")
 	s=$(grep -c '^ok .*# SKIP' "$results.out")

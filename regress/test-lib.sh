@@ -126,7 +126,7 @@ PermitRootLogin yes
 StrictModes no
 UsePAM no
 LogLevel VERBOSE
-SetEnv PATH=$OBJ/regress/work/bin:/usr/local/bin:/usr/bin:/bin
+SetEnv PATH=$OBJ/regress/work/bin:/usr/local/bin:/usr/bin:/bin ${ASAN_OPTIONS:+ASAN_OPTIONS=$ASAN_OPTIONS} ${UBSAN_OPTIONS:+UBSAN_OPTIONS=$UBSAN_OPTIONS}
 Subsystem sftp $SFTP_SERVER ${SFTP_SERVER_ARGS:-}
 $extra
 EOC
