@@ -86,6 +86,16 @@ enum stage_method stage_method(const struct staged_file *sf);
  * file is staged in its destination directory instead. */
 const char *stage_note(const struct staged_file *sf);
 
+/*
+ * Write `len` bytes at `off` (at the end of file for O_APPEND handles),
+ * retrying short writes and EINTR.  Prefer this to pwrite(stage_fd()):
+ * with durability on it starts write-back of completed ranges while the
+ * transfer goes on, so the fsync at commit has little left to do and the
+ * page cache does not fill with dirty upload data.
+ */
+int stage_write(struct staged_file *sf, const void *buf, size_t len,
+    off_t off);
+
 /* The client declared the final size: commit only if the staged length
  * equals it, else abort (a cancelled upload must not publish a prefix). */
 void stage_expect_size(struct staged_file *sf, off_t size);
