@@ -592,6 +592,19 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 		r = open_direct(sf, oflags, mode);
 		goto out;
 	}
+	if (exists && geteuid() != 0 && st.st_uid != geteuid()) {
+		struct stat dst;
+
+		/* In a sticky directory (/tmp-like) only the owner of a name
+		 * may replace it: the rename at commit would fail. */
+		if (fstat(sf->dirfd, &dst) == 0 && (dst.st_mode & S_ISVTX) &&
+		    dst.st_uid != geteuid()) {
+			sf->note = "sticky directory and another user's file: "
+			    "writing in place as stock does";
+			r = open_direct(sf, oflags, mode);
+			goto out;
+		}
+	}
 	if (exists && !(oflags & O_TRUNC)) {
 		if (opts->modify == STAGE_MODIFY_INPLACE) {
 			sf->note = "modify policy in-place";
