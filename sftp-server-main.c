@@ -1,0 +1,533 @@
+/*
+ * sftp-server: the program sshd runs for "Subsystem sftp".  Options and
+ * environment, then a poll() loop between stdin/stdout and the session
+ * object of sftp-server.c.
+ */
+#include "includes.h"
+
+#include <sys/types.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "atomic-upload.h"
+#include "log.h"
+#include "misc.h"
+#include "sftp-server.h"
+
+/* Exit statuses stock uses. */
+#define EXIT_USAGE		1
+#define EXIT_BAD_MESSAGE	11
+#define EXIT_FATAL		255
+
+/* Handles we aim to offer, and descriptors kept back for stdio, syslog,
+ * name service lookups and the transient ones of an open or a commit. */
+#define HANDLES_WANTED		1024
+#define FD_RESERVE		12
+
+/* Set by the signal handler, acted on by the main loop. */
+static volatile sig_atomic_t got_signal;
+/* The session fatal() must close (its uploads aborted and logged). */
+static struct sftp_session *live_session;
+
+static void
+usage(const char *progname)
+{
+	fprintf(stderr,
+	    "usage: %s [-ehnR] [-d start_directory] [-f log_facility] "
+	    "[-l log_level]\n"
+	    "\t[-m copy|inplace] [-P denied_requests] [-p allowed_requests]\n"
+	    "\t[-s full|data|none] [-t staging_directory] [-u umask]\n"
+	    "       %s -Q protocol_feature\n"
+	    "       %s -S staging_directory\n",
+	    progname, progname, progname);
+	exit(EXIT_USAGE);
+}
+
+static void
+on_signal(int signo)
+{
+	got_signal = signo;
+}
+
+static void
+fatal_cleanup(void)
+{
+	struct sftp_session *s = live_session;
+
+	live_session = NULL;
+	if (s != NULL)
+		sftp_session_free(s, "fatal error");
+}
+
+/* Descriptors 0-2 must exist, or a file we open could become "stdout". */
+static void
+sanitise_stdfd(void)
+{
+	int fd;
+
+	while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= STDERR_FILENO)
+		;
+	if (fd > STDERR_FILENO)
+		close(fd);
+}
+
+static int
+parse_umask(const char *s, mode_t *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 8);
+	if (*s == '\0' || *end != '\0' || errno != 0 || v < 0 || v > 0777)
+		return EINVAL;
+	*out = (mode_t)v;
+	return 0;
+}
+
+static int
+parse_modify(const char *s, enum stage_modify *out)
+{
+	if (strcasecmp(s, "copy") == 0)
+		*out = STAGE_MODIFY_COPY;
+	else if (strcasecmp(s, "inplace") == 0 ||
+	    strcasecmp(s, "in-place") == 0)
+		*out = STAGE_MODIFY_INPLACE;
+	else
+		return EINVAL;
+	return 0;
+}
+
+static int
+parse_switch(const char *s, int *on)
+{
+	if (strcasecmp(s, "off") == 0 || strcasecmp(s, "no") == 0 ||
+	    strcmp(s, "0") == 0 || strcasecmp(s, "false") == 0)
+		*on = 0;
+	else if (strcasecmp(s, "on") == 0 || strcasecmp(s, "yes") == 0 ||
+	    strcmp(s, "1") == 0 || strcasecmp(s, "true") == 0)
+		*on = 1;
+	else
+		return EINVAL;
+	return 0;
+}
+
+/*
+ * A directory template as -d takes it: a leading ~ or ~user, then %d
+ * (home), %u (user), %U (uid) and %%.  EINVAL for an unknown escape,
+ * ENOENT for an unknown user.
+ */
+static int
+expand_dir(const char *tmpl, const struct passwd *pw, char **out)
+{
+	struct passwd *other;
+	char user[256], *tilde = NULL;
+	const char *rest;
+	size_t ulen;
+	int r;
+
+	*out = NULL;
+	if (tmpl[0] == '~' && tmpl[1] != '/' && tmpl[1] != '\0') {
+		rest = strchr(tmpl, '/');
+		ulen = rest == NULL ? strlen(tmpl + 1) :
+		    (size_t)(rest - tmpl - 1);
+		if (ulen >= sizeof(user))
+			return ENOENT;
+		memcpy(user, tmpl + 1, ulen);
+		user[ulen] = '\0';
+		if ((other = getpwnam(user)) == NULL)
+			return ENOENT;
+		if (asprintf(&tilde, "%s%s", other->pw_dir,
+		    rest == NULL ? "" : rest) < 0)
+			return ENOMEM;
+		tmpl = tilde;
+	}
+	r = stage_expand_dir(tmpl, pw->pw_name, pw->pw_dir, pw->pw_uid, out);
+	free(tilde);
+	return r;
+}
+
+/*
+ * Raise the descriptor limit toward what HANDLES_WANTED staged uploads
+ * need, and return how many handles can then really be honoured: an
+ * upload holds its file, its directory and, with a staging directory,
+ * that directory too.
+ */
+static unsigned int
+plan_handles(int have_tmpdir)
+{
+	struct rlimit rl;
+	rlim_t want, per = have_tmpdir ? 3 : 2, avail;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 64;
+	want = (rlim_t)HANDLES_WANTED * per + FD_RESERVE;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want &&
+	    (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > rl.rlim_cur)) {
+		rl.rlim_cur = (rl.rlim_max == RLIM_INFINITY ||
+		    rl.rlim_max > want) ? want : rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			(void)getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+		return HANDLES_WANTED;
+	avail = rl.rlim_cur > FD_RESERVE + per ? rl.rlim_cur - FD_RESERVE : per;
+	return (unsigned int)(avail / per);
+}
+
+static const char *
+client_address(char *buf, size_t len)
+{
+	const char *conn = getenv("SSH_CONNECTION");
+	size_t n;
+
+	if (conn == NULL || *conn == '\0')
+		return "UNKNOWN";
+	n = strcspn(conn, " ");
+	if (n >= len)
+		n = len - 1;
+	memcpy(buf, conn, n);
+	buf[n] = '\0';
+	sanitise_copy(buf, len, buf);
+	return buf;
+}
+
+static void
+install_signals(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	/* No SA_RESTART: poll, read and write return so the loop sees it. */
+	sa.sa_flags = 0;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGPIPE, &sa, NULL);
+}
+
+/*
+ * Serve until the client closes its side.  Returns the exit status; the
+ * caller ends the session.  *reason says why uploads still open are
+ * aborted.
+ */
+static int
+serve(struct sftp_session *s, const char **reason)
+{
+	struct pollfd pfd[2];
+	const u_char *op;
+	u_char *ip;
+	size_t olen, room;
+	ssize_t n;
+	int in_eof = 0, r;
+
+	*reason = "connection lost";
+	for (;;) {
+		if (got_signal != 0)
+			return -1;
+		sftp_session_output(s, &op, &olen);
+		if (in_eof && olen == 0)
+			break;
+		pfd[0].fd = STDIN_FILENO;
+		pfd[0].events = (!in_eof && sftp_session_wants_input(s)) ?
+		    POLLIN : 0;
+		pfd[0].revents = 0;
+		/* Only watched with output pending: a hung-up stdout would
+		 * otherwise report POLLHUP for ever. */
+		pfd[1].fd = olen > 0 ? STDOUT_FILENO : -1;
+		pfd[1].events = POLLOUT;
+		pfd[1].revents = 0;
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			error("poll: %s", strerror(errno));
+			*reason = "poll failed";
+			return EXIT_FATAL;
+		}
+		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+			if ((r = sftp_session_input_space(s, &ip, &room)) != 0) {
+				error("input buffer: %s", strerror(r));
+				return EXIT_FATAL;
+			}
+			n = read(STDIN_FILENO, ip, room);
+			if (n < 0 && errno != EINTR && errno != EAGAIN) {
+				error("read: %s", strerror(errno));
+				*reason = "read error";
+				return EXIT_USAGE;	/* stock: 1 */
+			}
+			if (n == 0) {
+				debug("read eof");
+				in_eof = 1;
+			} else if (n > 0) {
+				sftp_session_input_added(s, (size_t)n);
+				if ((r = sftp_session_process(s)) != 0) {
+					*reason = r == EMSGSIZE ?
+					    "protocol error" : strerror(r);
+					return r == EMSGSIZE ?
+					    EXIT_BAD_MESSAGE : EXIT_FATAL;
+				}
+			}
+		}
+		/* Processing input above may have moved the buffer. */
+		sftp_session_output(s, &op, &olen);
+		if (olen > 0 &&
+		    (pfd[1].revents & (POLLOUT | POLLHUP | POLLERR))) {
+			n = write(STDOUT_FILENO, op, olen);
+			if (n < 0 && errno != EINTR && errno != EAGAIN) {
+				error("write: %s", strerror(errno));
+				return EXIT_FATAL;
+			}
+			if (n > 0) {
+				sftp_session_output_consume(s, (size_t)n);
+				/* Requests held back by a full output. */
+				if ((r = sftp_session_process(s)) != 0) {
+					*reason = r == EMSGSIZE ?
+					    "protocol error" : strerror(r);
+					return r == EMSGSIZE ?
+					    EXIT_BAD_MESSAGE : EXIT_FATAL;
+				}
+			}
+		}
+	}
+	if (sftp_session_input_pending(s) > 0)
+		debug("connection closed in the middle of a request");
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct sftp_server_opts opts;
+	struct sftp_session *s = NULL;
+	struct passwd *pw;
+	enum log_level level = LOG_LEVEL_ERROR;
+	int facility = LOG_AUTH, log_stderr = 0, ch, r, status, staging_on;
+	int have_sync = 0, have_modify = 0, have_staging = 0;
+	const char *progname, *dir_tmpl = NULL, *tmp_tmpl = NULL, *env;
+	const char *sweep_dir = NULL, *reason = NULL;
+	char *start_dir = NULL, *tmpdir = NULL, addr[128];
+	unsigned int swept;
+	mode_t mask;
+	size_t i;
+
+	sanitise_stdfd();
+	progname = strrchr(argv[0], '/') != NULL ? strrchr(argv[0], '/') + 1 :
+	    argv[0];
+	log_init(progname, LOG_LEVEL_ERROR, LOG_AUTH, 0);
+	memset(&opts, 0, sizeof(opts));
+
+	if ((pw = getpwuid(getuid())) == NULL)
+		fatal("No user found for uid %lu", (unsigned long)getuid());
+
+	opterr = 0;
+	while ((ch = getopt(argc, argv,
+#ifdef __GLIBC__
+	    "+"	/* stop at the first word that is not an option, as BSD */
+#endif
+	    "d:f:l:P:p:Q:u:cehRt:s:nm:S:")) != -1) {
+		switch (ch) {
+		case 'Q':
+			if (strcasecmp(optarg, "requests") != 0) {
+				fprintf(stderr, "Invalid query type\n");
+				exit(EXIT_USAGE);
+			}
+			for (i = 0; sftp_request_name(i) != NULL; i++)
+				printf("%s\n", sftp_request_name(i));
+			exit(0);
+		case 'R':
+			opts.readonly = 1;
+			break;
+		case 'c':
+			/* Accepted by stock for compatibility; no effect. */
+			break;
+		case 'e':
+			log_stderr = 1;
+			break;
+		case 'l':
+			if (log_parse_level(optarg, &level) != 0) {
+				fprintf(stderr, "Invalid log level \"%s\"\n",
+				    optarg);
+				exit(EXIT_USAGE);
+			}
+			break;
+		case 'f':
+			if (log_parse_facility(optarg, &facility) != 0) {
+				fprintf(stderr, "Invalid log facility \"%s\"\n",
+				    optarg);
+				exit(EXIT_USAGE);
+			}
+			break;
+		case 'd':
+			dir_tmpl = optarg;
+			break;
+		case 'p':
+			if (opts.allowed != NULL)
+				fatal("Permitted requests already set");
+			opts.allowed = optarg;
+			break;
+		case 'P':
+			if (opts.denied != NULL)
+				fatal("Refused requests already set");
+			opts.denied = optarg;
+			break;
+		case 'u':
+			if (parse_umask(optarg, &mask) != 0)
+				fatal("Invalid umask \"%s\"", optarg);
+			umask(mask);
+			break;
+		case 't':
+			tmp_tmpl = optarg;
+			break;
+		case 's':
+			if (stage_parse_sync(optarg, &opts.stage.sync) != 0) {
+				fprintf(stderr, "Invalid durability \"%s\": "
+				    "full, data or none\n", optarg);
+				exit(EXIT_USAGE);
+			}
+			have_sync = 1;
+			break;
+		case 'n':
+			opts.stage.disabled = 1;
+			have_staging = 1;
+			break;
+		case 'm':
+			if (parse_modify(optarg, &opts.stage.modify) != 0) {
+				fprintf(stderr, "Invalid modify policy \"%s\": "
+				    "copy or inplace\n", optarg);
+				exit(EXIT_USAGE);
+			}
+			have_modify = 1;
+			break;
+		case 'S':
+			sweep_dir = optarg;
+			break;
+		case 'h':
+		default:
+			usage(progname);
+		}
+	}
+	/* Words after the options ("-- HOST sftp" from scp -D) are ignored. */
+
+	log_init(progname, level, facility, log_stderr);
+
+	if (sweep_dir != NULL) {
+		if ((r = stage_sweep(sweep_dir, &swept)) != 0) {
+			fprintf(stderr, "%s: sweep %s: %s\n", progname,
+			    sweep_dir, strerror(r));
+			exit(EXIT_USAGE);
+		}
+		logit("sweep \"%s\": removed %u stale temporary file%s",
+		    sweep_dir, swept, swept == 1 ? "" : "s");
+		exit(0);
+	}
+
+	/* The environment fills in what the flags left unset; a bad value
+	 * there is logged and the safe default kept. */
+	if (tmp_tmpl == NULL && (env = getenv("ATOMIC_UPLOAD_TMPDIR")) != NULL &&
+	    *env != '\0')
+		tmp_tmpl = env;
+	if (!have_sync && (env = getenv("ATOMIC_UPLOAD_SYNC")) != NULL &&
+	    *env != '\0') {
+		if (stage_parse_sync(env, &opts.stage.sync) != 0)
+			error("ATOMIC_UPLOAD_SYNC=%s not understood: using full",
+			    env);
+		else
+			have_sync = 1;
+	}
+	if (!have_staging && (env = getenv("ATOMIC_UPLOAD_STAGING")) != NULL &&
+	    *env != '\0') {
+		if (parse_switch(env, &staging_on) != 0)
+			error("ATOMIC_UPLOAD_STAGING=%s not understood: "
+			    "staging stays on", env);
+		else
+			opts.stage.disabled = !staging_on;
+	}
+	if (!have_modify && (env = getenv("ATOMIC_UPLOAD_MODIFY")) != NULL &&
+	    *env != '\0' && parse_modify(env, &opts.stage.modify) != 0)
+		error("ATOMIC_UPLOAD_MODIFY=%s not understood: using copy", env);
+	/* Staging off means stock behaviour: no fsync either, unless the
+	 * durability was asked for explicitly. */
+	if (opts.stage.disabled && !have_sync)
+		opts.stage.sync = STAGE_SYNC_NONE;
+
+	if (dir_tmpl != NULL) {
+		if ((r = expand_dir(dir_tmpl, pw, &start_dir)) != 0)
+			fatal("-d %s: %s", dir_tmpl, r == ENOENT ?
+			    "no such user" : r == EINVAL ?
+			    "unknown %-escape" : strerror(r));
+	}
+	if (tmp_tmpl != NULL) {
+		if ((r = expand_dir(tmp_tmpl, pw, &tmpdir)) != 0) {
+			if (tmp_tmpl != getenv("ATOMIC_UPLOAD_TMPDIR"))
+				fatal("-t %s: %s", tmp_tmpl, r == ENOENT ?
+				    "no such user" : r == EINVAL ?
+				    "unknown %-escape" : strerror(r));
+			error("ATOMIC_UPLOAD_TMPDIR=%s: %s: staging beside "
+			    "each destination", tmp_tmpl, strerror(r));
+		}
+	}
+	opts.stage.tmpdir = tmpdir;
+
+	opts.user = pw->pw_name;
+	opts.home = pw->pw_dir;
+	opts.client_addr = client_address(addr, sizeof(addr));
+	opts.max_handles = plan_handles(tmpdir != NULL);
+
+	if ((r = sftp_session_new(&opts, &s)) != 0)
+		fatal("session: %s", strerror(r));
+	live_session = s;
+	log_set_fatal_hook(fatal_cleanup);
+
+	if (start_dir != NULL && chdir(start_dir) != 0)
+		error("chdir to \"%s\" failed: %s", start_dir, strerror(errno));
+	if (tmpdir != NULL) {
+		/* Named temporaries a killed server left behind. */
+		if (stage_sweep(tmpdir, &swept) == 0 && swept > 0)
+			logit("sweep \"%s\": removed %u stale temporary file%s",
+			    tmpdir, swept, swept == 1 ? "" : "s");
+	}
+	debug("staging %s, durability %s, modify %s, staging directory %s, "
+	    "max handles %u", opts.stage.disabled ? "off" : "on",
+	    stage_sync_name(opts.stage.sync),
+	    opts.stage.modify == STAGE_MODIFY_COPY ? "copy" : "inplace",
+	    tmpdir != NULL ? tmpdir : "(beside destination)",
+	    opts.max_handles);
+
+	install_signals();
+	status = serve(s, &reason);
+	if (status < 0) {
+		int signo = got_signal;
+		char why[64];
+
+		logit("received signal %d: aborting open uploads", signo);
+		snprintf(why, sizeof(why), "server killed by signal %d", signo);
+		live_session = NULL;
+		sftp_session_free(s, why);
+		free(start_dir);
+		free(tmpdir);
+		/* Die of the signal, as the stock server would have. */
+		signal(signo, SIG_DFL);
+		raise(signo);
+		exit(EXIT_FATAL);
+	}
+	live_session = NULL;
+	sftp_session_free(s, reason);
+	free(start_dir);
+	free(tmpdir);
+	return status;
+}

@@ -1,0 +1,2176 @@
+/*
+ * SFTP protocol version 3 server with OpenSSH's extensions: session state,
+ * table-driven dispatch and the request handlers.  See sftp-server.h.
+ *
+ * Requests are parsed in place from the input buffer through the checked
+ * reader of sftp-codec.h; replies are built in the output buffer in arrival
+ * order.  A request that cannot be parsed is answered SSH2_FX_BAD_MESSAGE
+ * (when its id could be read) and the rest of its packet skipped: only an
+ * oversized packet, which loses the framing, ends the session.
+ *
+ * Files opened for writing are staged through atomic-upload.h and published
+ * at CLOSE; this file never names, renames or unlinks a temporary itself.
+ */
+#include "includes.h"
+
+#include <sys/types.h>
+#include <sys/stat.h>
+#ifdef HAVE_SYS_STATVFS_H
+# include <sys/statvfs.h>
+#endif
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "atomic-upload.h"
+#include "log.h"
+#include "misc.h"
+#include "sftp-codec.h"
+#include "sftp-server.h"
+
+#ifndef O_CLOEXEC
+# define O_CLOEXEC 0
+#endif
+#ifndef PATH_MAX
+# define PATH_MAX 4096
+#endif
+
+/* A packet may exceed the advertised maximum by a little (clients that
+ * send a full 256 KiB of data plus the WRITE header); more loses framing. */
+#define MAX_MSG_ACCEPT		(SFTP_MAX_MSG + 1024)
+/* READ and WRITE lengths we advertise; longer READs are shortened. */
+#define MAX_IO_LEN		(SFTP_MAX_MSG - 1024)
+#define IN_BUF_MAX		(1024 * 1024)
+/* Stop answering requests while this much output waits to be sent: a
+ * client that sends many small READs and never reads replies must not
+ * make us queue without bound. */
+#define OUT_HIGH_WATER		(1024 * 1024)
+#define OUT_BUF_MAX		(OUT_HIGH_WATER + 4 * SFTP_MAX_MSG)
+#define READDIR_BATCH		100
+#define COPY_CHUNK		(64 * 1024)
+#define SYMLINK_MAX_FOLLOW	40
+#define NAME_CACHE_SIZE		64
+/* An mtime older than this shows the year in long names, as ls does. */
+#define SIX_MONTHS		(365 * 24 * 60 * 60 / 2)
+
+/*
+ * errno values for outcomes no system call reported, chosen for the status
+ * they map to: an invalid handle is FAILURE for most requests and
+ * NO_SUCH_FILE for a few, as in the stock server.
+ */
+#define ERR_FAILURE		EIO
+#define ERR_NO_SUCH_FILE	ENOENT
+
+enum handle_kind {
+	HANDLE_UNUSED = 0,
+	HANDLE_FILE,
+	HANDLE_DIR
+};
+
+struct handle {
+	enum handle_kind kind;
+	char *path;			/* as the client named it */
+	int fd;				/* plain file, -1 when staged */
+	DIR *dir;
+	struct staged_file *sf;		/* opened for writing: staged */
+	int can_read;
+	int can_write;
+	int append;
+	/* A write failed: the data is incomplete and must never be
+	 * published, whatever CLOSE says. */
+	int write_error;
+	/* Identity of the destination, so that a SETSTAT by name reaches
+	 * an upload in flight instead of the file it will replace. */
+	int have_dest;
+	dev_t dest_dev;
+	ino_t dest_ino;
+	const char *dest_base;		/* points into path */
+	uint64_t bytes_read;
+	uint64_t bytes_written;
+	unsigned int next_free;
+};
+
+struct name_cache_entry {
+	int valid;
+	int found;
+	uint32_t id;
+	char name[64];
+};
+
+struct sftp_session {
+	char *user;
+	char *home;
+	char *client_addr;
+	char *tmpdir;
+	struct stage_opts stage;
+	int readonly;
+	unsigned int max_handles;
+	int initialised;
+
+	/* Why each request type is refused (enum refusal), by table index. */
+	unsigned char *refused;
+
+	struct sftp_buf in;
+	struct sftp_buf out;
+
+	struct handle *handles;
+	unsigned int nslots;		/* allocated entries */
+	unsigned int nopen;		/* in use */
+	unsigned int nstaged;		/* in use with a staged file */
+	unsigned int free_head;		/* LIFO of free slots, nslots = none */
+
+	u_char *copybuf;
+	struct name_cache_entry users[NAME_CACHE_SIZE];
+	struct name_cache_entry groups[NAME_CACHE_SIZE];
+
+	/* Request arguments: one path or two, never longer than PATH_MAX. */
+	char path1[PATH_MAX];
+	char path2[PATH_MAX];
+	char scratch[PATH_MAX];
+};
+
+enum refusal {
+	REFUSE_NONE = 0,
+	REFUSE_DENYLIST,
+	REFUSE_NOT_ALLOWLISTED,
+	REFUSE_READONLY
+};
+
+typedef int request_handler(struct sftp_session *, uint32_t,
+    struct sftp_buf *);
+
+struct request_type {
+	const char *name;		/* for -p, -P and -Q */
+	const char *ext_name;		/* SSH2_FXP_EXTENDED name, or NULL */
+	const char *ext_version;
+	u_int type;			/* packet type of a core request */
+	int does_write;			/* refused by -R */
+	request_handler *handler;
+};
+
+static request_handler process_open, process_close, process_read,
+    process_write, process_lstat, process_fstat, process_setstat,
+    process_fsetstat, process_opendir, process_readdir, process_remove,
+    process_mkdir, process_rmdir, process_realpath, process_stat,
+    process_rename, process_readlink, process_symlink,
+    process_posix_rename, process_statvfs, process_fstatvfs,
+    process_hardlink, process_fsync, process_lsetstat, process_limits,
+    process_expand_path, process_copy_data, process_home_directory,
+    process_users_groups_by_id;
+
+/*
+ * Every request, in the order stock lists them for -Q and advertises the
+ * extensions.  A new extension is one row.  OPEN is not marked does_write:
+ * -R refuses only the opens that write (checked in process_open).
+ */
+static const struct request_type request_types[] = {
+	{ "open", NULL, NULL, SSH2_FXP_OPEN, 0, process_open },
+	{ "close", NULL, NULL, SSH2_FXP_CLOSE, 0, process_close },
+	{ "read", NULL, NULL, SSH2_FXP_READ, 0, process_read },
+	{ "write", NULL, NULL, SSH2_FXP_WRITE, 1, process_write },
+	{ "lstat", NULL, NULL, SSH2_FXP_LSTAT, 0, process_lstat },
+	{ "fstat", NULL, NULL, SSH2_FXP_FSTAT, 0, process_fstat },
+	{ "setstat", NULL, NULL, SSH2_FXP_SETSTAT, 1, process_setstat },
+	{ "fsetstat", NULL, NULL, SSH2_FXP_FSETSTAT, 1, process_fsetstat },
+	{ "opendir", NULL, NULL, SSH2_FXP_OPENDIR, 0, process_opendir },
+	{ "readdir", NULL, NULL, SSH2_FXP_READDIR, 0, process_readdir },
+	{ "remove", NULL, NULL, SSH2_FXP_REMOVE, 1, process_remove },
+	{ "mkdir", NULL, NULL, SSH2_FXP_MKDIR, 1, process_mkdir },
+	{ "rmdir", NULL, NULL, SSH2_FXP_RMDIR, 1, process_rmdir },
+	{ "realpath", NULL, NULL, SSH2_FXP_REALPATH, 0, process_realpath },
+	{ "stat", NULL, NULL, SSH2_FXP_STAT, 0, process_stat },
+	{ "rename", NULL, NULL, SSH2_FXP_RENAME, 1, process_rename },
+	{ "readlink", NULL, NULL, SSH2_FXP_READLINK, 0, process_readlink },
+	{ "symlink", NULL, NULL, SSH2_FXP_SYMLINK, 1, process_symlink },
+	{ "posix-rename", "posix-rename@openssh.com", "1", 0, 1,
+	    process_posix_rename },
+	{ "statvfs", "statvfs@openssh.com", "2", 0, 0, process_statvfs },
+	{ "fstatvfs", "fstatvfs@openssh.com", "2", 0, 0, process_fstatvfs },
+	{ "hardlink", "hardlink@openssh.com", "1", 0, 1, process_hardlink },
+	{ "fsync", "fsync@openssh.com", "1", 0, 1, process_fsync },
+	{ "lsetstat", "lsetstat@openssh.com", "1", 0, 1, process_lsetstat },
+	{ "limits", "limits@openssh.com", "1", 0, 0, process_limits },
+	{ "expand-path", "expand-path@openssh.com", "1", 0, 0,
+	    process_expand_path },
+	{ "copy-data", "copy-data", "1", 0, 1, process_copy_data },
+	{ "home-directory", "home-directory", "1", 0, 0,
+	    process_home_directory },
+	{ "users-groups-by-id", "users-groups-by-id@openssh.com", "1", 0, 0,
+	    process_users_groups_by_id },
+};
+
+#define NREQUEST_TYPES	(sizeof(request_types) / sizeof(request_types[0]))
+
+const char *
+sftp_request_name(size_t i)
+{
+	return i < NREQUEST_TYPES ? request_types[i].name : NULL;
+}
+
+/* Status replies */
+
+static const char *
+status_text(uint32_t code)
+{
+	static const char *const texts[] = {
+		"Success",
+		"End of file",
+		"No such file",
+		"Permission denied",
+		"Failure",
+		"Bad message",
+		"No connection",
+		"Connection lost",
+		"Operation unsupported",
+	};
+
+	return code < sizeof(texts) / sizeof(texts[0]) ? texts[code] :
+	    "Unknown error";
+}
+
+/* The stock server's mapping, plus EBADMSG for requests we could not
+ * parse (stock exits on those instead). */
+static uint32_t
+errno_to_status(int e)
+{
+	switch (e) {
+	case 0:
+		return SSH2_FX_OK;
+	case ENOENT:
+	case ENOTDIR:
+	case EBADF:
+	case ELOOP:
+		return SSH2_FX_NO_SUCH_FILE;
+	case EPERM:
+	case EACCES:
+	case EFAULT:
+		return SSH2_FX_PERMISSION_DENIED;
+	case ENAMETOOLONG:
+	case EINVAL:
+	case EBADMSG:
+		return SSH2_FX_BAD_MESSAGE;
+	case ENOSYS:
+		return SSH2_FX_OP_UNSUPPORTED;
+	default:
+		return SSH2_FX_FAILURE;
+	}
+}
+
+/* Reply framing: length, type, id ... then the length filled in. */
+static int
+reply_begin(struct sftp_session *s, u_char type, uint32_t id, size_t *mark)
+{
+	int r;
+
+	if ((r = sftp_put_mark(&s->out, mark)) != 0)
+		return r;
+	if ((r = sftp_put_u8(&s->out, type)) != 0 ||
+	    (r = sftp_put_u32(&s->out, id)) != 0) {
+		sftp_put_mark_cancel(&s->out, *mark);
+		return r;
+	}
+	return 0;
+}
+
+static int send_status_msg(struct sftp_session *, uint32_t, uint32_t,
+    const char *);
+
+/*
+ * Finish a reply.  One that would exceed the packet size clients accept
+ * (a huge users-groups-by-id answer) is replaced by FAILURE.
+ */
+static int
+reply_end(struct sftp_session *s, uint32_t id, size_t mark)
+{
+	int r;
+
+	if ((r = sftp_put_mark_end(&s->out, mark, SFTP_MAX_MSG)) == EMSGSIZE) {
+		error("reply to request %u too long: sent failure instead", id);
+		return send_status_msg(s, id, SSH2_FX_FAILURE, NULL);
+	}
+	return r;
+}
+
+static int
+send_status_msg(struct sftp_session *s, uint32_t id, uint32_t code,
+    const char *msg)
+{
+	size_t mark;
+	int r;
+
+	debug3("request %u: sent status %u", id, code);
+	if (log_get_level() >= LOG_LEVEL_DEBUG1 ||
+	    (code != SSH2_FX_OK && code != SSH2_FX_EOF))
+		logit("sent status %s", status_text(code));
+	if ((r = reply_begin(s, SSH2_FXP_STATUS, id, &mark)) != 0)
+		return r;
+	if ((r = sftp_put_u32(&s->out, code)) != 0 ||
+	    (r = sftp_put_cstring(&s->out,
+	    msg != NULL ? msg : status_text(code))) != 0 ||
+	    (r = sftp_put_cstring(&s->out, "")) != 0) {
+		sftp_put_mark_cancel(&s->out, mark);
+		return r;
+	}
+	return reply_end(s, id, mark);
+}
+
+static int
+send_status(struct sftp_session *s, uint32_t id, int e)
+{
+	return send_status_msg(s, id, errno_to_status(e), NULL);
+}
+
+static int
+send_handle(struct sftp_session *s, uint32_t id, unsigned int idx)
+{
+	u_char h[4];
+	size_t mark;
+	int r;
+
+	debug("request %u: sent handle %u", id, idx);
+	h[0] = (u_char)(idx >> 24);
+	h[1] = (u_char)(idx >> 16);
+	h[2] = (u_char)(idx >> 8);
+	h[3] = (u_char)idx;
+	if ((r = reply_begin(s, SSH2_FXP_HANDLE, id, &mark)) != 0)
+		return r;
+	if ((r = sftp_put_string(&s->out, h, sizeof(h))) != 0) {
+		sftp_put_mark_cancel(&s->out, mark);
+		return r;
+	}
+	return reply_end(s, id, mark);
+}
+
+static int
+send_attrs(struct sftp_session *s, uint32_t id, const struct stat *st)
+{
+	struct sftp_attrs a;
+	size_t mark;
+	int r;
+
+	debug("request %u: sent attrib", id);
+	sftp_attrs_from_stat(&a, st);
+	if ((r = reply_begin(s, SSH2_FXP_ATTRS, id, &mark)) != 0)
+		return r;
+	if ((r = sftp_put_attrs(&s->out, &a)) != 0) {
+		sftp_put_mark_cancel(&s->out, mark);
+		return r;
+	}
+	return reply_end(s, id, mark);
+}
+
+/* A NAME reply with one entry whose long name is the name itself and
+ * no attributes, as REALPATH, READLINK and their kin answer. */
+static int
+send_one_name(struct sftp_session *s, uint32_t id, const char *name)
+{
+	struct sftp_attrs a;
+	size_t mark;
+	int r;
+
+	debug("request %u: sent names count 1", id);
+	sftp_attrs_clear(&a);
+	if ((r = reply_begin(s, SSH2_FXP_NAME, id, &mark)) != 0)
+		return r;
+	if ((r = sftp_put_u32(&s->out, 1)) != 0 ||
+	    (r = sftp_put_cstring(&s->out, name)) != 0 ||
+	    (r = sftp_put_cstring(&s->out, name)) != 0 ||
+	    (r = sftp_put_attrs(&s->out, &a)) != 0) {
+		sftp_put_mark_cancel(&s->out, mark);
+		return r;
+	}
+	return reply_end(s, id, mark);
+}
+
+/* Handles */
+
+static int
+handle_alloc(struct sftp_session *s, unsigned int *idxp)
+{
+	struct handle *n;
+	unsigned int i, nslots;
+
+	if (s->max_handles != 0 && s->nopen >= s->max_handles)
+		return EMFILE;
+	if (s->free_head == s->nslots) {
+		nslots = s->nslots == 0 ? 16 : s->nslots * 2;
+		/* Far above any descriptor limit: a bound for the
+		 * arithmetic, not a policy (max_handles is that). */
+		if (nslots > (1U << 24))
+			return EMFILE;
+		if ((n = realloc(s->handles, (size_t)nslots * sizeof(*n))) ==
+		    NULL)
+			return ENOMEM;
+		/* Only an empty free list grows, so no entry still holds
+		 * the old "none" (the old slot count). */
+		memset(n + s->nslots, 0, (nslots - s->nslots) * sizeof(*n));
+		for (i = s->nslots; i < nslots; i++)
+			n[i].next_free = i + 1;
+		s->free_head = s->nslots;
+		s->handles = n;
+		s->nslots = nslots;
+	}
+	*idxp = s->free_head;
+	s->free_head = s->handles[*idxp].next_free;
+	memset(&s->handles[*idxp], 0, sizeof(s->handles[*idxp]));
+	s->handles[*idxp].fd = -1;
+	s->nopen++;
+	return 0;
+}
+
+static void
+handle_release(struct sftp_session *s, unsigned int idx)
+{
+	struct handle *h = &s->handles[idx];
+
+	if (h->sf != NULL)
+		s->nstaged--;
+	free(h->path);
+	memset(h, 0, sizeof(*h));
+	h->fd = -1;
+	h->next_free = s->free_head;
+	s->free_head = idx;
+	s->nopen--;
+}
+
+/*
+ * Read a handle string and find it.  EBADMSG if the request is short;
+ * ENOENT if the handle is not one of ours of the wanted kind (callers turn
+ * that into the status stock gives for their request).
+ */
+static int
+get_handle(struct sftp_session *s, struct sftp_buf *msg,
+    enum handle_kind kind, unsigned int *idxp, struct handle **hp)
+{
+	const u_char *p;
+	size_t len;
+	uint32_t idx;
+	int r;
+
+	*hp = NULL;
+	if ((r = sftp_get_string(msg, &p, &len)) != 0)
+		return r;
+	if (len != 4)
+		return ENOENT;
+	idx = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	    (uint32_t)p[2] << 8 | (uint32_t)p[3];
+	if (idx >= s->nslots || s->handles[idx].kind == HANDLE_UNUSED ||
+	    (kind != HANDLE_UNUSED && s->handles[idx].kind != kind))
+		return ENOENT;
+	if (idxp != NULL)
+		*idxp = idx;
+	*hp = &s->handles[idx];
+	return 0;
+}
+
+static int
+handle_fd(const struct handle *h)
+{
+	return h->sf != NULL ? stage_fd(h->sf) : h->fd;
+}
+
+/*
+ * Split a path into its parent directory's identity and its last
+ * component.  ENOENT when there is no usable last component ("dir/", "..").
+ */
+static int
+dest_identity(const char *path, char *buf, size_t buflen, dev_t *dev,
+    ino_t *ino, const char **base)
+{
+	struct stat st;
+	const char *slash, *b;
+	size_t dlen;
+
+	slash = strrchr(path, '/');
+	b = slash == NULL ? path : slash + 1;
+	if (*b == '\0' || strcmp(b, ".") == 0 || strcmp(b, "..") == 0)
+		return ENOENT;
+	if (slash == NULL)
+		dlen = 0;
+	else if (slash == path)
+		dlen = 1;
+	else
+		dlen = (size_t)(slash - path);
+	if (dlen >= buflen)
+		return ENAMETOOLONG;
+	if (dlen == 0)
+		snprintf(buf, buflen, ".");
+	else {
+		memcpy(buf, path, dlen);
+		buf[dlen] = '\0';
+	}
+	if (stat(buf, &st) != 0)
+		return errno;
+	*dev = st.st_dev;
+	*ino = st.st_ino;
+	*base = b;
+	return 0;
+}
+
+/* Logging helpers */
+
+static void
+log_set_lines(const char *path, const struct sftp_attrs *a)
+{
+	char tbuf[64];
+	struct tm *tm;
+	time_t t;
+
+	if (a->flags & SSH2_FILEXFER_ATTR_SIZE)
+		logit("set \"%s\" size %llu", path,
+		    (unsigned long long)a->size);
+	if (a->flags & SSH2_FILEXFER_ATTR_PERMISSIONS)
+		logit("set \"%s\" mode %04o", path, (u_int)(a->perm & 07777));
+	if (a->flags & SSH2_FILEXFER_ATTR_ACMODTIME) {
+		t = (time_t)a->mtime;
+		tm = localtime(&t);
+		if (tm == NULL ||
+		    strftime(tbuf, sizeof(tbuf), "%Y%m%d-%H:%M:%S", tm) == 0)
+			snprintf(tbuf, sizeof(tbuf), "%lu",
+			    (unsigned long)a->mtime);
+		logit("set \"%s\" modtime %s", path, tbuf);
+	}
+	if (a->flags & SSH2_FILEXFER_ATTR_UIDGID)
+		logit("set \"%s\" owner %lu group %lu", path,
+		    (unsigned long)a->uid, (unsigned long)a->gid);
+}
+
+static void
+open_flags_string(uint32_t pflags, char *buf, size_t len)
+{
+	static const struct {
+		uint32_t flag;
+		const char *name;
+	} names[] = {
+		{ SSH2_FXF_READ, "READ" },
+		{ SSH2_FXF_WRITE, "WRITE" },
+		{ SSH2_FXF_APPEND, "APPEND" },
+		{ SSH2_FXF_CREAT, "CREATE" },
+		{ SSH2_FXF_TRUNC, "TRUNCATE" },
+		{ SSH2_FXF_EXCL, "EXCL" },
+	};
+	size_t i, used = 0;
+	int n;
+
+	buf[0] = '\0';
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (!(pflags & names[i].flag))
+			continue;
+		n = snprintf(buf + used, len - used, "%s%s",
+		    used == 0 ? "" : ",", names[i].name);
+		if (n < 0 || (size_t)n >= len - used)
+			break;
+		used += (size_t)n;
+	}
+}
+
+/* Staged uploads */
+
+static const char *
+staged_failure_text(const struct stage_report *rep, char *buf, size_t len)
+{
+	if (rep->reason[0] == '\0')
+		return NULL;
+	snprintf(buf, len, "Upload not published: %s", rep->reason);
+	return buf;
+}
+
+/* Close a handle at the end of the session, as stock's "forced close". */
+static void
+handle_force_close(struct sftp_session *s, unsigned int idx,
+    const char *reason)
+{
+	struct handle *h = &s->handles[idx];
+	struct stage_report rep;
+
+	if (h->kind == HANDLE_DIR) {
+		logit("forced closedir \"%s\"", h->path);
+		closedir(h->dir);
+	} else if (h->kind == HANDLE_FILE) {
+		logit("forced close \"%s\" bytes read %llu written %llu",
+		    h->path, (unsigned long long)h->bytes_read,
+		    (unsigned long long)h->bytes_written);
+		if (h->sf != NULL) {
+			stage_abort(h->sf, reason, &rep);
+			log_stage(&rep, 0);
+		} else if (h->fd >= 0)
+			close(h->fd);
+	}
+	handle_release(s, idx);
+}
+
+/* Session */
+
+static int
+name_in_list(const char *list, const char *name)
+{
+	size_t n = strlen(name);
+	const char *p = list, *e;
+
+	while (p != NULL && *p != '\0') {
+		e = strchr(p, ',');
+		if ((e == NULL ? strlen(p) : (size_t)(e - p)) == n &&
+		    strncmp(p, name, n) == 0)
+			return 1;
+		p = e == NULL ? NULL : e + 1;
+	}
+	return 0;
+}
+
+static char *
+strdup_or_null(const char *s, int *r)
+{
+	char *d;
+
+	if (s == NULL)
+		return NULL;
+	if ((d = strdup(s)) == NULL)
+		*r = ENOMEM;
+	return d;
+}
+
+int
+sftp_session_new(const struct sftp_server_opts *opts,
+    struct sftp_session **sp)
+{
+	struct sftp_session *s;
+	size_t i;
+	int r = 0;
+
+	*sp = NULL;
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return ENOMEM;
+	s->user = strdup_or_null(opts->user != NULL ? opts->user : "unknown",
+	    &r);
+	s->home = strdup_or_null(opts->home, &r);
+	s->client_addr = strdup_or_null(opts->client_addr != NULL ?
+	    opts->client_addr : "UNKNOWN", &r);
+	s->stage = opts->stage;
+	s->tmpdir = strdup_or_null(opts->stage.tmpdir, &r);
+	s->stage.tmpdir = s->tmpdir;
+	s->readonly = opts->readonly;
+	s->max_handles = opts->max_handles;
+	if ((s->refused = calloc(NREQUEST_TYPES, 1)) == NULL)
+		r = ENOMEM;
+	if (r != 0)
+		goto out;
+	for (i = 0; i < NREQUEST_TYPES; i++) {
+		if (opts->denied != NULL &&
+		    name_in_list(opts->denied, request_types[i].name))
+			s->refused[i] = REFUSE_DENYLIST;
+		else if (opts->allowed != NULL &&
+		    !name_in_list(opts->allowed, request_types[i].name))
+			s->refused[i] = REFUSE_NOT_ALLOWLISTED;
+		else if (s->readonly && request_types[i].does_write)
+			s->refused[i] = REFUSE_READONLY;
+	}
+	sftp_buf_init(&s->in, IN_BUF_MAX);
+	sftp_buf_init(&s->out, OUT_BUF_MAX);
+	logit("session opened for local user %s from [%s]", s->user,
+	    s->client_addr);
+ out:
+	if (r != 0) {
+		free(s->user);
+		free(s->home);
+		free(s->client_addr);
+		free(s->tmpdir);
+		free(s->refused);
+		free(s);
+		return r;
+	}
+	*sp = s;
+	return 0;
+}
+
+void
+sftp_session_free(struct sftp_session *s, const char *reason)
+{
+	unsigned int i;
+
+	if (s == NULL)
+		return;
+	for (i = 0; i < s->nslots; i++) {
+		if (s->handles[i].kind != HANDLE_UNUSED)
+			handle_force_close(s, i,
+			    reason != NULL ? reason : "connection lost");
+	}
+	logit("session closed for local user %s from [%s]", s->user,
+	    s->client_addr);
+	sftp_buf_free(&s->in);
+	sftp_buf_free(&s->out);
+	free(s->handles);
+	free(s->copybuf);
+	free(s->user);
+	free(s->home);
+	free(s->client_addr);
+	free(s->tmpdir);
+	free(s->refused);
+	free(s);
+}
+
+unsigned int
+sftp_session_handles(const struct sftp_session *s)
+{
+	return s->nopen;
+}
+
+/* Names of users and groups, cached: a directory listing asks for the
+ * same few over and over. */
+static const struct name_cache_entry *
+lookup_name(struct sftp_session *s, int group, uint32_t id)
+{
+	struct name_cache_entry *e;
+	struct passwd *pw;
+	struct group *gr;
+	const char *name = NULL;
+
+	e = group ? &s->groups[id % NAME_CACHE_SIZE] :
+	    &s->users[id % NAME_CACHE_SIZE];
+	if (e->valid && e->id == id)
+		return e;
+	if (group) {
+		if ((gr = getgrgid((gid_t)id)) != NULL)
+			name = gr->gr_name;
+	} else {
+		if ((pw = getpwuid((uid_t)id)) != NULL)
+			name = pw->pw_name;
+	}
+	e->valid = 1;
+	e->id = id;
+	e->found = name != NULL && strlen(name) < sizeof(e->name);
+	if (e->found)
+		snprintf(e->name, sizeof(e->name), "%s", name);
+	else
+		snprintf(e->name, sizeof(e->name), "%lu", (unsigned long)id);
+	return e;
+}
+
+/* The "ls -l" line stock sends as a READDIR long name. */
+static void
+long_name(struct sftp_session *s, const char *name, const struct stat *st,
+    time_t now, char *buf, size_t len)
+{
+	char mode[11], date[32];
+	struct tm *tm;
+	size_t dlen;
+	mode_t m = st->st_mode;
+	time_t t = st->st_mtime;
+
+	switch (m & S_IFMT) {
+	case S_IFDIR:
+		mode[0] = 'd';
+		break;
+	case S_IFLNK:
+		mode[0] = 'l';
+		break;
+	case S_IFCHR:
+		mode[0] = 'c';
+		break;
+	case S_IFBLK:
+		mode[0] = 'b';
+		break;
+	case S_IFIFO:
+		mode[0] = 'p';
+		break;
+	case S_IFSOCK:
+		mode[0] = 's';
+		break;
+	case S_IFREG:
+		mode[0] = '-';
+		break;
+	default:
+		mode[0] = '?';
+		break;
+	}
+	mode[1] = (m & S_IRUSR) ? 'r' : '-';
+	mode[2] = (m & S_IWUSR) ? 'w' : '-';
+	mode[3] = (m & S_ISUID) ? ((m & S_IXUSR) ? 's' : 'S') :
+	    ((m & S_IXUSR) ? 'x' : '-');
+	mode[4] = (m & S_IRGRP) ? 'r' : '-';
+	mode[5] = (m & S_IWGRP) ? 'w' : '-';
+	mode[6] = (m & S_ISGID) ? ((m & S_IXGRP) ? 's' : 'S') :
+	    ((m & S_IXGRP) ? 'x' : '-');
+	mode[7] = (m & S_IROTH) ? 'r' : '-';
+	mode[8] = (m & S_IWOTH) ? 'w' : '-';
+	mode[9] = (m & S_ISVTX) ? ((m & S_IXOTH) ? 't' : 'T') :
+	    ((m & S_IXOTH) ? 'x' : '-');
+	mode[10] = '\0';
+
+	/* Recent past: time of day; future or older: the year. */
+	tm = localtime(&t);
+	if (tm == NULL)
+		dlen = 0;
+	else if (t <= now && t > now - SIX_MONTHS)
+		dlen = strftime(date, sizeof(date), "%b %e %H:%M", tm);
+	else
+		dlen = strftime(date, sizeof(date), "%b %e  %Y", tm);
+	if (dlen == 0)
+		snprintf(date, sizeof(date), "?");
+	snprintf(buf, len, "%s  %3lu %-8s %-8s %8llu %s %s", mode,
+	    (unsigned long)st->st_nlink,
+	    lookup_name(s, 0, (uint32_t)st->st_uid)->name,
+	    lookup_name(s, 1, (uint32_t)st->st_gid)->name,
+	    (unsigned long long)st->st_size, date, name);
+}
+
+/*
+ * Canonicalise a path the way stock's REALPATH does: relative to the
+ * current directory, ".", ".." and symlinks resolved, a missing last
+ * component accepted (but not with a trailing slash), anything else
+ * missing an error.
+ */
+static int
+canonical_path(const char *path, char *out, size_t outlen)
+{
+	char todo[PATH_MAX], target[PATH_MAX], next[PATH_MAX];
+	const char *p, *q;
+	struct stat st;
+	size_t complen, olen;
+	ssize_t n;
+	int links = 0, more;
+
+	if (outlen < 2)
+		return ENAMETOOLONG;
+	if (*path == '\0')
+		path = ".";
+	if (snprintf(todo, sizeof(todo), "%s", path) >= (int)sizeof(todo))
+		return ENAMETOOLONG;
+	if (todo[0] == '/')
+		snprintf(out, outlen, "/");
+	else if (getcwd(out, outlen) == NULL)
+		return errno;
+
+	p = todo;
+	for (;;) {
+		while (*p == '/')
+			p++;
+		if (*p == '\0')
+			break;
+		q = strchr(p, '/');
+		if (q == NULL)
+			q = p + strlen(p);
+		complen = (size_t)(q - p);
+		more = *q == '/';
+		if (complen == 1 && p[0] == '.') {
+			p = q;
+			continue;
+		}
+		if (complen == 2 && p[0] == '.' && p[1] == '.') {
+			char *slash = strrchr(out, '/');
+
+			if (slash == out)
+				out[1] = '\0';
+			else if (slash != NULL)
+				*slash = '\0';
+			p = q;
+			continue;
+		}
+		olen = strlen(out);
+		if (olen + 1 + complen + 1 > sizeof(next))
+			return ENAMETOOLONG;
+		snprintf(next, sizeof(next), "%s%s%.*s",
+		    strcmp(out, "/") == 0 ? "" : out, "/", (int)complen, p);
+		if (lstat(next, &st) != 0) {
+			if (errno == ENOENT && !more) {
+				if (strlen(next) >= outlen)
+					return ENAMETOOLONG;
+				snprintf(out, outlen, "%s", next);
+				break;
+			}
+			return errno;
+		}
+		if (S_ISLNK(st.st_mode)) {
+			if (++links > SYMLINK_MAX_FOLLOW)
+				return ELOOP;
+			n = readlink(next, target, sizeof(target) - 1);
+			if (n < 0)
+				return errno;
+			if (n == 0)
+				return ENOENT;
+			target[n] = '\0';
+			/* Resolve the target in place of the link, then go on
+			 * with what followed it. */
+			if (snprintf(next, sizeof(next), "%s%s", target, q) >=
+			    (int)sizeof(next))
+				return ENAMETOOLONG;
+			memcpy(todo, next, sizeof(todo));
+			if (target[0] == '/')
+				snprintf(out, outlen, "/");
+			p = todo;
+			continue;
+		}
+		if (strlen(next) >= outlen)
+			return ENAMETOOLONG;
+		snprintf(out, outlen, "%s", next);
+		p = q;
+	}
+	return 0;
+}
+
+/* Attribute changes */
+
+static int
+set_times_path(const char *path, const struct sftp_attrs *a, int flags)
+{
+	struct timespec ts[2];
+
+	ts[0].tv_sec = (time_t)a->atime;
+	ts[0].tv_nsec = 0;
+	ts[1].tv_sec = (time_t)a->mtime;
+	ts[1].tv_nsec = 0;
+	return utimensat(AT_FDCWD, path, ts, flags) == 0 ? 0 : errno;
+}
+
+/* fsetstat and SETSTAT of an upload in flight: stock's order (size, mode,
+ * times, owner), every change tried, the last error reported. */
+static int
+set_attrs_handle(struct handle *h, const struct sftp_attrs *a)
+{
+	struct timespec ts[2];
+	int r = 0, fd = handle_fd(h), e;
+
+	log_set_lines(h->path, a);
+	if (a->flags & SSH2_FILEXFER_ATTR_SIZE) {
+		if (a->size > INT64_MAX)
+			r = EINVAL;
+		else if (ftruncate(fd, (off_t)a->size) != 0)
+			r = errno;
+	}
+	if (a->flags & SSH2_FILEXFER_ATTR_PERMISSIONS) {
+		if (h->sf != NULL) {
+			if ((e = stage_fchmod(h->sf, a->perm & 07777)) != 0)
+				r = e;
+		} else if (fchmod(fd, a->perm & 07777) != 0)
+			r = errno;
+	}
+	if (a->flags & SSH2_FILEXFER_ATTR_ACMODTIME) {
+		ts[0].tv_sec = (time_t)a->atime;
+		ts[0].tv_nsec = 0;
+		ts[1].tv_sec = (time_t)a->mtime;
+		ts[1].tv_nsec = 0;
+		if (futimens(fd, ts) != 0)
+			r = errno;
+	}
+	if (a->flags & SSH2_FILEXFER_ATTR_UIDGID) {
+		if (h->sf != NULL) {
+			if ((e = stage_fchown(h->sf, (uid_t)a->uid,
+			    (gid_t)a->gid)) != 0)
+				r = e;
+		} else if (fchown(fd, (uid_t)a->uid, (gid_t)a->gid) != 0)
+			r = errno;
+	}
+	return r;
+}
+
+/*
+ * A SETSTAT naming a file this session is uploading must change the upload
+ * (which replaces the file at CLOSE), or the change is lost.  Returns 1 if
+ * it applied to at least one upload, with *rp its result.
+ */
+static int
+set_attrs_staged(struct sftp_session *s, const char *path,
+    const struct sftp_attrs *a, int *rp)
+{
+	const char *base;
+	dev_t dev;
+	ino_t ino;
+	unsigned int i;
+	int r, matched = 0;
+
+	*rp = 0;
+	if (s->nstaged == 0 ||
+	    dest_identity(path, s->scratch, sizeof(s->scratch), &dev, &ino,
+	    &base) != 0)
+		return 0;
+	for (i = 0; i < s->nslots; i++) {
+		struct handle *h = &s->handles[i];
+
+		if (h->kind != HANDLE_FILE || h->sf == NULL || !h->have_dest ||
+		    h->dest_dev != dev || h->dest_ino != ino ||
+		    strcmp(h->dest_base, base) != 0)
+			continue;
+		debug("setstat \"%s\": applied to the upload in flight", path);
+		if ((r = set_attrs_handle(h, a)) != 0)
+			*rp = r;
+		matched = 1;
+	}
+	return matched;
+}
+
+static int
+set_attrs_path(const char *path, const struct sftp_attrs *a, int nofollow)
+{
+	int r = 0, atflags = nofollow ? AT_SYMLINK_NOFOLLOW : 0;
+
+	log_set_lines(path, a);
+	if (a->flags & SSH2_FILEXFER_ATTR_SIZE) {
+		if (a->size > INT64_MAX)
+			r = EINVAL;
+		else if (truncate(path, (off_t)a->size) != 0)
+			r = errno;
+	}
+	if ((a->flags & SSH2_FILEXFER_ATTR_PERMISSIONS) &&
+	    fchmodat(AT_FDCWD, path, a->perm & 07777, atflags) != 0)
+		r = errno;
+	if (a->flags & SSH2_FILEXFER_ATTR_ACMODTIME) {
+		int e = set_times_path(path, a, atflags);
+
+		if (e != 0)
+			r = e;
+	}
+	if ((a->flags & SSH2_FILEXFER_ATTR_UIDGID) &&
+	    fchownat(AT_FDCWD, path, (uid_t)a->uid, (gid_t)a->gid,
+	    atflags) != 0)
+		r = errno;
+	return r;
+}
+
+/* Request handlers.  Each returns 0 once it has queued its reply, or an
+ * errno value for the dispatcher to answer with a status. */
+
+static int
+process_open(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	struct sftp_attrs a;
+	struct staged_file *sf = NULL;
+	struct handle *h;
+	char flagstr[64];
+	const char *note;
+	unsigned int idx;
+	uint32_t pflags;
+	mode_t mode;
+	int r, oflags, fd = -1;
+
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0 ||
+	    (r = sftp_get_u32(msg, &pflags)) != 0 ||
+	    (r = sftp_get_attrs(msg, &a)) != 0)
+		return r;
+	mode = (a.flags & SSH2_FILEXFER_ATTR_PERMISSIONS) ?
+	    (mode_t)a.perm : 0666;
+	debug3("request %u: open flags %u", id, pflags);
+	open_flags_string(pflags, flagstr, sizeof(flagstr));
+	logit("open \"%s\" flags %s mode 0%o", s->path1, flagstr,
+	    (u_int)mode);
+	if (s->readonly && (pflags & (SSH2_FXF_WRITE | SSH2_FXF_CREAT |
+	    SSH2_FXF_TRUNC))) {
+		verbose("Refusing open request in read-only mode");
+		return EPERM;
+	}
+	if ((pflags & SSH2_FXF_READ) && (pflags & SSH2_FXF_WRITE))
+		oflags = O_RDWR;
+	else if (pflags & SSH2_FXF_WRITE)
+		oflags = O_WRONLY;
+	else
+		oflags = O_RDONLY;
+	if (pflags & SSH2_FXF_APPEND)
+		oflags |= O_APPEND;
+	if (pflags & SSH2_FXF_CREAT)
+		oflags |= O_CREAT;
+	if (pflags & SSH2_FXF_TRUNC)
+		oflags |= O_TRUNC;
+	if (pflags & SSH2_FXF_EXCL)
+		oflags |= O_EXCL;
+	if (s->max_handles != 0 && s->nopen >= s->max_handles)
+		return EMFILE;
+
+	if (pflags & SSH2_FXF_WRITE) {
+		if ((r = stage_open(&s->stage, s->path1, oflags, mode,
+		    &sf)) != 0)
+			return r;
+		if ((note = stage_note(sf)) != NULL)
+			logit("stage \"%s\": %s", s->path1, note);
+		if ((a.flags & SSH2_FILEXFER_ATTR_SIZE) &&
+		    a.size <= INT64_MAX)
+			stage_expect_size(sf, (off_t)a.size);
+	} else {
+		/* Without write access nothing is uploaded: an O_TRUNC or
+		 * O_CREAT alone leaves an empty file at once, as stock. */
+		if ((fd = open(s->path1, oflags | O_NOCTTY | O_CLOEXEC,
+		    mode)) < 0)
+			return errno;
+	}
+	if ((r = handle_alloc(s, &idx)) != 0)
+		goto out;
+	h = &s->handles[idx];
+	if ((h->path = strdup(s->path1)) == NULL) {
+		handle_release(s, idx);
+		r = ENOMEM;
+		goto out;
+	}
+	h->kind = HANDLE_FILE;
+	h->fd = fd;
+	h->sf = sf;
+	h->can_read = (pflags & SSH2_FXF_READ) || !(pflags & SSH2_FXF_WRITE);
+	h->can_write = (pflags & SSH2_FXF_WRITE) != 0;
+	h->append = (pflags & SSH2_FXF_APPEND) != 0;
+	if (sf != NULL) {
+		s->nstaged++;
+		h->have_dest = dest_identity(h->path, s->scratch,
+		    sizeof(s->scratch), &h->dest_dev, &h->dest_ino,
+		    &h->dest_base) == 0;
+	}
+	fd = -1;
+	sf = NULL;
+	r = send_handle(s, id, idx);
+ out:
+	if (sf != NULL) {
+		struct stage_report rep;
+
+		stage_abort(sf, "open failed", &rep);
+		log_stage(&rep, 0);
+	}
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+static int
+process_close(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	struct stage_report rep;
+	struct handle *h;
+	char text[320];
+	const char *msgtext = NULL;
+	unsigned int idx;
+	int r;
+
+	if ((r = get_handle(s, msg, HANDLE_UNUSED, &idx, &h)) != 0)
+		return r == ENOENT ? ERR_NO_SUCH_FILE : r;
+	debug3("request %u: close handle %u", id, idx);
+	if (h->kind == HANDLE_DIR) {
+		logit("closedir \"%s\"", h->path);
+		r = closedir(h->dir) == 0 ? 0 : errno;
+		handle_release(s, idx);
+		return send_status(s, id, r);
+	}
+	if (h->sf != NULL) {
+		/* The commit point: publish, then answer. */
+		if (h->write_error) {
+			stage_abort(h->sf, "a write failed", &rep);
+			r = EIO;
+		} else
+			r = stage_commit(h->sf, &rep);
+		h->sf = NULL;
+		s->nstaged--;
+		logit("close \"%s\" bytes read %llu written %llu", h->path,
+		    (unsigned long long)h->bytes_read,
+		    (unsigned long long)h->bytes_written);
+		log_stage(&rep, r == 0);
+		if (r != 0)
+			msgtext = staged_failure_text(&rep, text, sizeof(text));
+	} else {
+		logit("close \"%s\" bytes read %llu written %llu", h->path,
+		    (unsigned long long)h->bytes_read,
+		    (unsigned long long)h->bytes_written);
+		r = close(h->fd) == 0 ? 0 : errno;
+		h->fd = -1;
+	}
+	handle_release(s, idx);
+	return send_status_msg(s, id, errno_to_status(r), msgtext);
+}
+
+static int
+process_read(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	struct handle *h;
+	uint64_t off;
+	uint32_t len;
+	size_t mark, smark;
+	u_char *p;
+	ssize_t n;
+	int r;
+
+	if ((r = get_handle(s, msg, HANDLE_FILE, NULL, &h)) != 0 &&
+	    r != ENOENT)
+		return r;
+	if ((r = sftp_get_u64(msg, &off)) != 0 ||
+	    (r = sftp_get_u32(msg, &len)) != 0)
+		return r;
+	if (h == NULL)
+		return ERR_FAILURE;
+	debug("request %u: read \"%s\" off %llu len %u", id, h->path,
+	    (unsigned long long)off, len);
+	if (len > MAX_IO_LEN) {
+		debug2("read change len %u to %u", len, MAX_IO_LEN);
+		len = MAX_IO_LEN;
+	}
+	if (!h->can_read) {
+		/* What read(2) on a write-only descriptor says. */
+		error("read \"%s\": %s", h->path, strerror(EBADF));
+		return EBADF;
+	}
+	if (off > INT64_MAX)
+		return EINVAL;
+	if ((r = reply_begin(s, SSH2_FXP_DATA, id, &mark)) != 0)
+		return r;
+	/* Read straight into the reply. */
+	if ((r = sftp_put_mark(&s->out, &smark)) != 0 ||
+	    (r = sftp_buf_reserve(&s->out, len, &p)) != 0) {
+		sftp_put_mark_cancel(&s->out, mark);
+		return r;
+	}
+	do {
+		n = len == 0 ? 0 : pread(handle_fd(h), p, len, (off_t)off);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0 || (n == 0 && len > 0)) {
+		r = n < 0 ? errno : 0;
+		sftp_put_mark_cancel(&s->out, mark);
+		if (n < 0) {
+			error("read \"%s\": %s", h->path, strerror(r));
+			return r;
+		}
+		return send_status_msg(s, id, SSH2_FX_EOF, NULL);
+	}
+	if ((r = sftp_buf_unput(&s->out, len - (size_t)n)) != 0 ||
+	    (r = sftp_put_mark_end(&s->out, smark, len)) != 0) {
+		sftp_put_mark_cancel(&s->out, mark);
+		return r;
+	}
+	h->bytes_read += (uint64_t)n;
+	debug("request %u: sent data len %zd", id, n);
+	return reply_end(s, id, mark);
+}
+
+/* Write all of buf: at `off`, or at the end for an append handle. */
+static int
+handle_write(struct handle *h, const u_char *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+	ssize_t n;
+
+	if (h->sf != NULL && !h->append)
+		return stage_write(h->sf, buf, len, (off_t)off);
+	while (done < len) {
+		if (h->append)
+			n = write(handle_fd(h), buf + done, len - done);
+		else
+			n = pwrite(handle_fd(h), buf + done, len - done,
+			    (off_t)(off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno;
+		}
+		if (n == 0)
+			return EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int
+process_write(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	struct handle *h;
+	const u_char *data;
+	size_t len;
+	uint64_t off;
+	int r;
+
+	if ((r = get_handle(s, msg, HANDLE_FILE, NULL, &h)) != 0 &&
+	    r != ENOENT)
+		return r;
+	if ((r = sftp_get_u64(msg, &off)) != 0 ||
+	    (r = sftp_get_string(msg, &data, &len)) != 0)
+		return r;
+	if (h == NULL)
+		return ERR_FAILURE;
+	debug("request %u: write \"%s\" off %llu len %zu", id, h->path,
+	    (unsigned long long)off, len);
+	if (!h->can_write) {
+		error("write \"%s\": %s", h->path, strerror(EBADF));
+		return EBADF;
+	}
+	if (h->write_error)
+		return ERR_FAILURE;
+	if (off > INT64_MAX || len > INT64_MAX - off)
+		return EINVAL;
+	/* The data goes from the input buffer to the file: no copy. */
+	if ((r = handle_write(h, data, len, off)) != 0) {
+		error("write \"%s\": %s", h->path, strerror(r));
+		if (h->sf != NULL)
+			h->write_error = 1;
+		return r;
+	}
+	h->bytes_written += len;
+	return send_status(s, id, 0);
+}
+
+static int
+do_stat(struct sftp_session *s, uint32_t id, struct sftp_buf *msg,
+    int follow)
+{
+	struct stat st;
+	int r;
+
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0)
+		return r;
+	verbose("%sstat name \"%s\"", follow ? "" : "l", s->path1);
+	if ((follow ? stat(s->path1, &st) : lstat(s->path1, &st)) != 0)
+		return errno;
+	return send_attrs(s, id, &st);
+}
+
+static int
+process_stat(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	return do_stat(s, id, msg, 1);
+}
+
+static int
+process_lstat(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	return do_stat(s, id, msg, 0);
+}
+
+static int
+process_fstat(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	struct handle *h;
+	struct stat st;
+	int r;
+
+	if ((r = get_handle(s, msg, HANDLE_FILE, NULL, &h)) != 0)
+		return r == ENOENT ? ERR_FAILURE : r;
+	debug("request %u: fstat \"%s\"", id, h->path);
+	if (h->sf != NULL)
+		r = stage_fstat(h->sf, &st);
+	else
+		r = fstat(h->fd, &st) == 0 ? 0 : errno;
+	if (r != 0)
+		return r;
+	return send_attrs(s, id, &st);
+}
+
+static int
+process_setstat(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	struct sftp_attrs a;
+	int r;
+
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0 ||
+	    (r = sftp_get_attrs(msg, &a)) != 0)
+		return r;
+	debug("request %u: setstat name \"%s\"", id, s->path1);
+	if (!set_attrs_staged(s, s->path1, &a, &r))
+		r = set_attrs_path(s->path1, &a, 0);
+	return send_status(s, id, r);
+}
+
+static int
+process_lsetstat(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	struct sftp_attrs a;
+	int r;
+
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0 ||
+	    (r = sftp_get_attrs(msg, &a)) != 0)
+		return r;
+	debug("request %u: lsetstat name \"%s\"", id, s->path1);
+	/* There is no truncate that does not follow symlinks. */
+	if (a.flags & SSH2_FILEXFER_ATTR_SIZE)
+		return EINVAL;
+	return send_status(s, id, set_attrs_path(s->path1, &a, 1));
+}
+
+static int
+process_fsetstat(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	struct sftp_attrs a;
+	struct handle *h;
+	int r;
+
+	if ((r = get_handle(s, msg, HANDLE_FILE, NULL, &h)) != 0 &&
+	    r != ENOENT)
+		return r;
+	if ((r = sftp_get_attrs(msg, &a)) != 0)
+		return r;
+	if (h == NULL)
+		return ERR_FAILURE;
+	debug("request %u: fsetstat \"%s\"", id, h->path);
+	return send_status(s, id, set_attrs_handle(h, &a));
+}
+
+static int
+process_opendir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	struct handle *h;
+	unsigned int idx;
+	DIR *d;
+	int r;
+
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0)
+		return r;
+	debug3("request %u: opendir", id);
+	logit("opendir \"%s\"", s->path1);
+	if (s->max_handles != 0 && s->nopen >= s->max_handles)
+		return EMFILE;
+	if ((d = opendir(s->path1)) == NULL)
+		return errno;
+	if ((r = handle_alloc(s, &idx)) != 0) {
+		closedir(d);
+		return r;
+	}
+	h = &s->handles[idx];
+	if ((h->path = strdup(s->path1)) == NULL) {
+		closedir(d);
+		handle_release(s, idx);
+		return ENOMEM;
+	}
+	h->kind = HANDLE_DIR;
+	h->dir = d;
+	return send_handle(s, id, idx);
+}
+
+static int
+process_readdir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	struct sftp_attrs a;
+	struct handle *h;
+	struct dirent *de;
+	struct stat st;
+	char *lname = s->scratch;
+	size_t mark, cmark;
+	uint32_t count = 0;
+	time_t now = time(NULL);
+	int r, dfd;
+
+	if ((r = get_handle(s, msg, HANDLE_DIR, NULL, &h)) != 0)
+		return r == ENOENT ? ERR_FAILURE : r;
+	debug("request %u: readdir \"%s\"", id, h->path);
+	if ((r = reply_begin(s, SSH2_FXP_NAME, id, &mark)) != 0)
+		return r;
+	if ((r = sftp_put_mark(&s->out, &cmark)) != 0)
+		goto fail;
+	dfd = dirfd(h->dir);
+	while (count < READDIR_BATCH) {
+		errno = 0;
+		if ((de = readdir(h->dir)) == NULL) {
+			r = errno;
+			break;
+		}
+		/* Entries that vanished or cannot be looked at are left
+		 * out, as stock does. */
+		if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+			continue;
+		long_name(s, de->d_name, &st, now, lname, sizeof(s->scratch));
+		sftp_attrs_from_stat(&a, &st);
+		if ((r = sftp_put_cstring(&s->out, de->d_name)) != 0 ||
+		    (r = sftp_put_cstring(&s->out, lname)) != 0 ||
+		    (r = sftp_put_attrs(&s->out, &a)) != 0)
+			goto fail;
+		count++;
+	}
+	if (count == 0) {
+		sftp_put_mark_cancel(&s->out, mark);
+		if (r != 0)
+			return r;
+		return send_status_msg(s, id, SSH2_FX_EOF, NULL);
+	}
+	if ((r = sftp_put_mark_value(&s->out, cmark, count)) != 0)
+		goto fail;
+	debug("request %u: sent names count %u", id, count);
+	return reply_end(s, id, mark);
+ fail:
+	sftp_put_mark_cancel(&s->out, mark);
+	return r;
+}
+
+static int
+process_remove(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	int r;
+
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0)
+		return r;
+	debug3("request %u: remove", id);
+	logit("remove name \"%s\"", s->path1);
+	return send_status(s, id, unlink(s->path1) == 0 ? 0 : errno);
+}
+
+static int
+process_mkdir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	struct sftp_attrs a;
+	mode_t mode;
+	int r;
+
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0 ||
+	    (r = sftp_get_attrs(msg, &a)) != 0)
+		return r;
+	mode = (a.flags & SSH2_FILEXFER_ATTR_PERMISSIONS) ?
+	    (mode_t)(a.perm & 07777) : 0777;
+	debug3("request %u: mkdir", id);
+	logit("mkdir name \"%s\" mode 0%o", s->path1, (u_int)mode);
+	return send_status(s, id, mkdir(s->path1, mode) == 0 ? 0 : errno);
+}
+
+static int
+process_rmdir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	int r;
+
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0)
+		return r;
+	debug3("request %u: rmdir", id);
+	logit("rmdir name \"%s\"", s->path1);
+	return send_status(s, id, rmdir(s->path1) == 0 ? 0 : errno);
+}
+
+static int
+process_realpath(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	int r;
+
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0)
+		return r;
+	if (s->path1[0] == '\0')
+		snprintf(s->path1, sizeof(s->path1), ".");
+	debug3("request %u: realpath", id);
+	verbose("realpath \"%s\"", s->path1);
+	if ((r = canonical_path(s->path1, s->path2, sizeof(s->path2))) != 0)
+		return r;
+	return send_one_name(s, id, s->path2);
+}
+
+static int
+process_rename(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	struct stat st;
+	int r;
+
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0 ||
+	    (r = sftp_get_cstring(msg, s->path2, sizeof(s->path2))) != 0)
+		return r;
+	debug3("request %u: rename", id);
+	logit("rename old \"%s\" new \"%s\"", s->path1, s->path2);
+	/* Version 3 RENAME never replaces an existing name. */
+	if (lstat(s->path1, &st) != 0)
+		r = errno;
+	else if (S_ISREG(st.st_mode)) {
+		if (link(s->path1, s->path2) != 0) {
+			r = errno;
+			/* Where hard links are not to be had, rename if the
+			 * new name is free (racy, as it always was). */
+			if ((r == EOPNOTSUPP || r == ENOSYS || r == EXDEV ||
+			    r == EPERM) && lstat(s->path2, &st) != 0)
+				r = rename(s->path1, s->path2) == 0 ? 0 : errno;
+		} else if (unlink(s->path1) != 0) {
+			r = errno;
+			unlink(s->path2);
+		}
+	} else if (lstat(s->path2, &st) != 0)
+		r = rename(s->path1, s->path2) == 0 ? 0 : errno;
+	else
+		r = EEXIST;
+	return send_status(s, id, r);
+}
+
+static int
+process_readlink(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	ssize_t n;
+	int r;
+
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0)
+		return r;
+	debug3("request %u: readlink", id);
+	verbose("readlink \"%s\"", s->path1);
+	if ((n = readlink(s->path1, s->path2, sizeof(s->path2) - 1)) < 0)
+		return errno;
+	s->path2[n] = '\0';
+	return send_one_name(s, id, s->path2);
+}
+
+static int
+process_symlink(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	int r;
+
+	/* OpenSSH's order: target first, then the link to create. */
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0 ||
+	    (r = sftp_get_cstring(msg, s->path2, sizeof(s->path2))) != 0)
+		return r;
+	debug3("request %u: symlink", id);
+	logit("symlink old \"%s\" new \"%s\"", s->path1, s->path2);
+	return send_status(s, id,
+	    symlink(s->path1, s->path2) == 0 ? 0 : errno);
+}
+
+static int
+process_posix_rename(struct sftp_session *s, uint32_t id,
+    struct sftp_buf *msg)
+{
+	int r;
+
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0 ||
+	    (r = sftp_get_cstring(msg, s->path2, sizeof(s->path2))) != 0)
+		return r;
+	debug3("request %u: posix-rename", id);
+	logit("posix-rename old \"%s\" new \"%s\"", s->path1, s->path2);
+	return send_status(s, id,
+	    rename(s->path1, s->path2) == 0 ? 0 : errno);
+}
+
+static int
+process_hardlink(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	int r;
+
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0 ||
+	    (r = sftp_get_cstring(msg, s->path2, sizeof(s->path2))) != 0)
+		return r;
+	debug3("request %u: hardlink", id);
+	logit("hardlink old \"%s\" new \"%s\"", s->path1, s->path2);
+	return send_status(s, id, link(s->path1, s->path2) == 0 ? 0 : errno);
+}
+
+#ifdef HAVE_SYS_STATVFS_H
+static int
+send_statvfs(struct sftp_session *s, uint32_t id, const struct statvfs *st)
+{
+	uint64_t flag = 0;
+	size_t mark;
+	int r;
+
+	if (st->f_flag & ST_RDONLY)
+		flag |= SSH2_FXE_STATVFS_ST_RDONLY;
+	if (st->f_flag & ST_NOSUID)
+		flag |= SSH2_FXE_STATVFS_ST_NOSUID;
+	if ((r = reply_begin(s, SSH2_FXP_EXTENDED_REPLY, id, &mark)) != 0)
+		return r;
+	if ((r = sftp_put_u64(&s->out, st->f_bsize)) != 0 ||
+	    (r = sftp_put_u64(&s->out, st->f_frsize)) != 0 ||
+	    (r = sftp_put_u64(&s->out, st->f_blocks)) != 0 ||
+	    (r = sftp_put_u64(&s->out, st->f_bfree)) != 0 ||
+	    (r = sftp_put_u64(&s->out, st->f_bavail)) != 0 ||
+	    (r = sftp_put_u64(&s->out, st->f_files)) != 0 ||
+	    (r = sftp_put_u64(&s->out, st->f_ffree)) != 0 ||
+	    (r = sftp_put_u64(&s->out, st->f_favail)) != 0 ||
+	    (r = sftp_put_u64(&s->out, st->f_fsid)) != 0 ||
+	    (r = sftp_put_u64(&s->out, flag)) != 0 ||
+	    (r = sftp_put_u64(&s->out, st->f_namemax)) != 0) {
+		sftp_put_mark_cancel(&s->out, mark);
+		return r;
+	}
+	return reply_end(s, id, mark);
+}
+#endif
+
+static int
+process_statvfs(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+#ifdef HAVE_SYS_STATVFS_H
+	struct statvfs st;
+#endif
+	int r;
+
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0)
+		return r;
+	debug3("request %u: statvfs", id);
+	logit("statvfs \"%s\"", s->path1);
+#ifdef HAVE_SYS_STATVFS_H
+	if (statvfs(s->path1, &st) != 0)
+		return errno;
+	return send_statvfs(s, id, &st);
+#else
+	return ENOSYS;
+#endif
+}
+
+static int
+process_fstatvfs(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+#ifdef HAVE_SYS_STATVFS_H
+	struct statvfs st;
+#endif
+	struct handle *h;
+	int r;
+
+	if ((r = get_handle(s, msg, HANDLE_FILE, NULL, &h)) != 0)
+		return r == ENOENT ? ERR_FAILURE : r;
+	debug("request %u: fstatvfs \"%s\"", id, h->path);
+#ifdef HAVE_SYS_STATVFS_H
+	if (fstatvfs(handle_fd(h), &st) != 0)
+		return errno;
+	return send_statvfs(s, id, &st);
+#else
+	return ENOSYS;
+#endif
+}
+
+static int
+process_fsync(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	struct handle *h;
+	int r;
+
+	if ((r = get_handle(s, msg, HANDLE_FILE, NULL, &h)) != 0)
+		return r == ENOENT ? ERR_NO_SUCH_FILE : r;
+	debug3("request %u: fsync", id);
+	verbose("fsync \"%s\"", h->path);
+	if (h->sf != NULL)
+		r = stage_fsync(h->sf);
+	else
+		r = fsync(h->fd) == 0 ? 0 : errno;
+	return send_status(s, id, r);
+}
+
+static int
+process_limits(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	size_t mark;
+	int r;
+
+	debug("request %u: limits", id);
+	if ((r = reply_begin(s, SSH2_FXP_EXTENDED_REPLY, id, &mark)) != 0)
+		return r;
+	if ((r = sftp_put_u64(&s->out, SFTP_MAX_MSG)) != 0 ||
+	    (r = sftp_put_u64(&s->out, MAX_IO_LEN)) != 0 ||
+	    (r = sftp_put_u64(&s->out, MAX_IO_LEN)) != 0 ||
+	    (r = sftp_put_u64(&s->out, s->max_handles)) != 0) {
+		sftp_put_mark_cancel(&s->out, mark);
+		return r;
+	}
+	return reply_end(s, id, mark);
+}
+
+static int
+process_expand_path(struct sftp_session *s, uint32_t id,
+    struct sftp_buf *msg)
+{
+	struct passwd *pw;
+	const char *rest, *slash;
+	char user[256], cwd[PATH_MAX];
+	size_t ulen;
+	int r;
+
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0)
+		return r;
+	debug3("request %u: expand, original \"%s\"", id, s->path1);
+	if (s->path1[0] == '\0')
+		r = snprintf(s->path2, sizeof(s->path2), ".");
+	else if (s->path1[0] == '~' && s->path1[1] != '/' &&
+	    s->path1[1] != '\0') {
+		slash = strchr(s->path1, '/');
+		ulen = slash == NULL ? strlen(s->path1 + 1) :
+		    (size_t)(slash - s->path1 - 1);
+		rest = slash == NULL ? "" : slash + 1;
+		if (ulen >= sizeof(user))
+			return ENAMETOOLONG;
+		memcpy(user, s->path1 + 1, ulen);
+		user[ulen] = '\0';
+		if ((pw = getpwnam(user)) == NULL) {
+			error("expand-path: no such user \"%s\"", user);
+			return send_status_msg(s, id, SSH2_FX_NO_SUCH_FILE,
+			    "no such user");
+		}
+		r = snprintf(s->path2, sizeof(s->path2), "%s/%s", pw->pw_dir,
+		    rest);
+	} else if (s->path1[0] == '/')
+		r = snprintf(s->path2, sizeof(s->path2), "%s", s->path1);
+	else {
+		/* Relative, and "~" itself: the directory the session
+		 * started in, not necessarily the home directory. */
+		if (getcwd(cwd, sizeof(cwd)) == NULL)
+			return errno;
+		r = snprintf(s->path2, sizeof(s->path2), "%s%s%s", cwd,
+		    s->path1[0] == '~' ? "" : "/",
+		    s->path1[0] == '~' ? s->path1 + 1 : s->path1);
+	}
+	if (r < 0 || (size_t)r >= sizeof(s->path2))
+		return ENAMETOOLONG;
+	verbose("expand \"%s\"", s->path2);
+	if ((r = canonical_path(s->path2, s->path1, sizeof(s->path1))) != 0)
+		return r;
+	return send_one_name(s, id, s->path1);
+}
+
+static int
+process_copy_data(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
+{
+	struct handle *rh, *wh;
+	unsigned int ridx, widx;
+	uint64_t roff, rlen, woff, copied = 0;
+	size_t chunk;
+	ssize_t n;
+	int r, rr, wr;
+
+	if ((rr = get_handle(s, msg, HANDLE_FILE, &ridx, &rh)) != 0 &&
+	    rr != ENOENT)
+		return rr;
+	if ((r = sftp_get_u64(msg, &roff)) != 0 ||
+	    (r = sftp_get_u64(msg, &rlen)) != 0)
+		return r;
+	if ((wr = get_handle(s, msg, HANDLE_FILE, &widx, &wh)) != 0 &&
+	    wr != ENOENT)
+		return wr;
+	if ((r = sftp_get_u64(msg, &woff)) != 0)
+		return r;
+	if (rh == NULL || wh == NULL || ridx == widx)
+		return ERR_FAILURE;
+	debug("request %u: copy-data from \"%s\" off %llu len %llu to \"%s\" "
+	    "off %llu", id, rh->path, (unsigned long long)roff,
+	    (unsigned long long)rlen, wh->path, (unsigned long long)woff);
+	if (!rh->can_read || !wh->can_write) {
+		error("copy-data: %s \"%s\": %s", rh->can_read ? "write" :
+		    "read", rh->can_read ? wh->path : rh->path,
+		    strerror(EBADF));
+		return EBADF;
+	}
+	if (wh->write_error)
+		return ERR_FAILURE;
+	if (roff > INT64_MAX || woff > INT64_MAX ||
+	    (rlen != 0 && rlen > INT64_MAX - roff))
+		return EINVAL;
+	if (s->copybuf == NULL && (s->copybuf = malloc(COPY_CHUNK)) == NULL)
+		return ENOMEM;
+	r = 0;
+	while (rlen == 0 || copied < rlen) {
+		chunk = COPY_CHUNK;
+		if (rlen != 0 && rlen - copied < chunk)
+			chunk = (size_t)(rlen - copied);
+		if (woff + copied > (uint64_t)INT64_MAX - chunk) {
+			r = EINVAL;
+			break;
+		}
+		n = pread(handle_fd(rh), s->copybuf, chunk,
+		    (off_t)(roff + copied));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = errno;
+			error("copy-data: read \"%s\": %s", rh->path,
+			    strerror(r));
+			break;
+		}
+		if (n == 0)
+			break;
+		rh->bytes_read += (uint64_t)n;
+		if ((r = handle_write(wh, s->copybuf, (size_t)n,
+		    woff + copied)) != 0) {
+			error("copy-data: write \"%s\": %s", wh->path,
+			    strerror(r));
+			if (wh->sf != NULL)
+				wh->write_error = 1;
+			break;
+		}
+		wh->bytes_written += (uint64_t)n;
+		copied += (uint64_t)n;
+	}
+	return send_status(s, id, r);
+}
+
+static int
+process_home_directory(struct sftp_session *s, uint32_t id,
+    struct sftp_buf *msg)
+{
+	struct passwd *pw;
+	int r;
+
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0)
+		return r;
+	debug3("request %u: home-directory \"%s\"", id, s->path1);
+	/* As the extension specifies: an empty name is the session user. */
+	if ((pw = getpwnam(s->path1[0] != '\0' ? s->path1 : s->user)) == NULL)
+		return ERR_FAILURE;
+	verbose("home-directory \"%s\"", pw->pw_dir);
+	if (snprintf(s->path2, sizeof(s->path2), "%s", pw->pw_dir) >=
+	    (int)sizeof(s->path2))
+		return ENAMETOOLONG;
+	return send_one_name(s, id, s->path2);
+}
+
+/* One list of names for users-groups-by-id, as a string of strings. */
+static int
+put_id_names(struct sftp_session *s, const u_char *ids, size_t len,
+    int group)
+{
+	const struct name_cache_entry *e;
+	size_t mark, i;
+	uint32_t id;
+	int r;
+
+	if ((r = sftp_put_mark(&s->out, &mark)) != 0)
+		return r;
+	for (i = 0; i + 4 <= len; i += 4) {
+		id = (uint32_t)ids[i] << 24 | (uint32_t)ids[i + 1] << 16 |
+		    (uint32_t)ids[i + 2] << 8 | (uint32_t)ids[i + 3];
+		e = lookup_name(s, group, id);
+		debug3("users-groups-by-id: %s %u => \"%s\"",
+		    group ? "gid" : "uid", id, e->found ? e->name : "");
+		if ((r = sftp_put_cstring(&s->out,
+		    e->found ? e->name : "")) != 0)
+			return r;
+	}
+	return sftp_put_mark_end(&s->out, mark, SFTP_MAX_MSG);
+}
+
+static int
+process_users_groups_by_id(struct sftp_session *s, uint32_t id,
+    struct sftp_buf *msg)
+{
+	const u_char *uids, *gids;
+	size_t ulen, glen, mark;
+	int r;
+
+	if ((r = sftp_get_string(msg, &uids, &ulen)) != 0 ||
+	    (r = sftp_get_string(msg, &gids, &glen)) != 0)
+		return r;
+	if (ulen % 4 != 0 || glen % 4 != 0)
+		return EBADMSG;
+	debug("request %u: users-groups-by-id: %zu uids, %zu gids", id,
+	    ulen / 4, glen / 4);
+	if ((r = reply_begin(s, SSH2_FXP_EXTENDED_REPLY, id, &mark)) != 0)
+		return r;
+	if ((r = put_id_names(s, uids, ulen, 0)) != 0 ||
+	    (r = put_id_names(s, gids, glen, 1)) != 0) {
+		sftp_put_mark_cancel(&s->out, mark);
+		return r == EMSGSIZE ? ERR_FAILURE : r;
+	}
+	verbose("users-groups-by-id: %zu users, %zu groups", ulen / 4,
+	    glen / 4);
+	return reply_end(s, id, mark);
+}
+
+/* Dispatch */
+
+static int
+process_init(struct sftp_session *s, struct sftp_buf *msg)
+{
+	uint32_t version = 0;
+	size_t mark, i;
+	int r;
+
+	if (sftp_get_u32(msg, &version) != 0)
+		error("INIT without a version: answering anyway");
+	verbose("received client version %u", version);
+	if ((r = sftp_put_mark(&s->out, &mark)) != 0)
+		return r;
+	if ((r = sftp_put_u8(&s->out, SSH2_FXP_VERSION)) != 0 ||
+	    (r = sftp_put_u32(&s->out, SFTP_PROTOCOL_VERSION)) != 0)
+		goto fail;
+	for (i = 0; i < NREQUEST_TYPES; i++) {
+		const struct request_type *rt = &request_types[i];
+
+		if (rt->ext_name == NULL)
+			continue;
+		switch (s->refused[i]) {
+		case REFUSE_DENYLIST:
+			verbose("Refusing denylisted %s request", rt->name);
+			continue;
+		case REFUSE_NOT_ALLOWLISTED:
+			verbose("Refusing non-allowlisted %s request",
+			    rt->name);
+			continue;
+		case REFUSE_READONLY:
+			verbose("Refusing %s request in read-only mode",
+			    rt->name);
+			continue;
+		default:
+			break;
+		}
+		if ((r = sftp_put_cstring(&s->out, rt->ext_name)) != 0 ||
+		    (r = sftp_put_cstring(&s->out, rt->ext_version)) != 0)
+			goto fail;
+	}
+	if ((r = sftp_put_mark_end(&s->out, mark, SFTP_MAX_MSG)) != 0)
+		goto fail;
+	s->initialised = 1;
+	return 0;
+ fail:
+	sftp_put_mark_cancel(&s->out, mark);
+	return r;
+}
+
+static const struct request_type *
+find_request(u_int type, const u_char *ext, size_t extlen, size_t *idxp)
+{
+	size_t i;
+
+	for (i = 0; i < NREQUEST_TYPES; i++) {
+		const struct request_type *rt = &request_types[i];
+
+		if (ext == NULL ? (rt->ext_name == NULL && rt->type == type) :
+		    (rt->ext_name != NULL && strlen(rt->ext_name) == extlen &&
+		    memcmp(rt->ext_name, ext, extlen) == 0)) {
+			*idxp = i;
+			return rt;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * Answer one packet.  Returns 0 unless the reply could not be queued
+ * (out of memory), which ends the session.
+ */
+static int
+process_packet(struct sftp_session *s, const u_char *p, size_t len)
+{
+	const struct request_type *rt;
+	struct sftp_buf msg;
+	const u_char *ext = NULL;
+	char extname[128];
+	size_t extlen = 0, idx;
+	uint32_t id;
+	u_char type;
+	int r;
+
+	sftp_buf_view(&msg, p, len);
+	if (sftp_get_u8(&msg, &type) != 0) {
+		error("empty packet ignored");
+		return 0;
+	}
+	if (type == SSH2_FXP_INIT)
+		return process_init(s, &msg);
+	if (sftp_get_u32(&msg, &id) != 0) {
+		error("packet of type %u without a request id ignored", type);
+		return 0;
+	}
+	if (!s->initialised) {
+		/* Stock exits here; a status lets the client know why. */
+		error("request %u (type %u) before INIT refused", id, type);
+		return send_status_msg(s, id, SSH2_FX_FAILURE,
+		    "Request before INIT");
+	}
+	if (type == SSH2_FXP_EXTENDED) {
+		if (sftp_get_string(&msg, &ext, &extlen) != 0)
+			return send_status(s, id, EBADMSG);
+	}
+	if ((rt = find_request(type, ext, extlen, &idx)) == NULL) {
+		if (ext != NULL) {
+			snprintf(extname, sizeof(extname), "%.*s",
+			    (int)(extlen < sizeof(extname) ? extlen :
+			    sizeof(extname) - 1), (const char *)ext);
+			sanitise_copy(extname, sizeof(extname), extname);
+			error("Unknown extended request \"%s\"", extname);
+		} else
+			error("Unknown message %u", type);
+		return send_status_msg(s, id, SSH2_FX_OP_UNSUPPORTED, NULL);
+	}
+	debug3("request %u: %s", id, rt->name);
+	switch (s->refused[idx]) {
+	case REFUSE_DENYLIST:
+		verbose("Refusing denylisted %s request", rt->name);
+		return send_status(s, id, EPERM);
+	case REFUSE_NOT_ALLOWLISTED:
+		verbose("Refusing non-allowlisted %s request", rt->name);
+		return send_status(s, id, EPERM);
+	case REFUSE_READONLY:
+		verbose("Refusing %s request in read-only mode", rt->name);
+		return send_status(s, id, EPERM);
+	default:
+		break;
+	}
+	if ((r = rt->handler(s, id, &msg)) == 0)
+		return 0;
+	if (r == EBADMSG)
+		error("request %u (%s): malformed, answered bad message", id,
+		    rt->name);
+	return send_status(s, id, r);
+}
+
+int
+sftp_session_process(struct sftp_session *s)
+{
+	const u_char *p;
+	size_t avail, len;
+	int r;
+
+	while (sftp_buf_len(&s->out) < OUT_HIGH_WATER) {
+		p = sftp_buf_ptr(&s->in);
+		avail = sftp_buf_len(&s->in);
+		if ((r = sftp_frame_check(p, avail, MAX_MSG_ACCEPT,
+		    &len)) == EAGAIN)
+			return 0;
+		if (r != 0) {
+			error("bad message from %s local user %s",
+			    s->client_addr, s->user);
+			return EMSGSIZE;
+		}
+		/* The packet is parsed where it lies; the buffer is not
+		 * touched again until the handler has returned. */
+		if ((r = process_packet(s, p + 4, len)) != 0)
+			return r;
+		if ((r = sftp_buf_consume(&s->in, 4 + len)) != 0)
+			return r;
+	}
+	return 0;
+}
+
+int
+sftp_session_input_space(struct sftp_session *s, u_char **p, size_t *len)
+{
+	return sftp_buf_space(&s->in, IN_BUF_MAX, p, len);
+}
+
+int
+sftp_session_input_added(struct sftp_session *s, size_t len)
+{
+	return sftp_buf_added(&s->in, len);
+}
+
+int
+sftp_session_input(struct sftp_session *s, const u_char *data, size_t len,
+    size_t *used)
+{
+	u_char *p;
+	size_t room, n;
+	int r;
+
+	*used = 0;
+	if ((r = sftp_session_process(s)) != 0)
+		return r;
+	while (*used < len && sftp_session_wants_input(s)) {
+		if ((r = sftp_session_input_space(s, &p, &room)) != 0)
+			return r;
+		n = len - *used < room ? len - *used : room;
+		memcpy(p, data + *used, n);
+		if ((r = sftp_session_input_added(s, n)) != 0)
+			return r;
+		*used += n;
+		if ((r = sftp_session_process(s)) != 0)
+			return r;
+	}
+	return 0;
+}
+
+int
+sftp_session_wants_input(const struct sftp_session *s)
+{
+	return sftp_buf_len(&s->out) < OUT_HIGH_WATER;
+}
+
+size_t
+sftp_session_input_pending(const struct sftp_session *s)
+{
+	return sftp_buf_len(&s->in);
+}
+
+void
+sftp_session_output(const struct sftp_session *s, const u_char **p,
+    size_t *len)
+{
+	*p = sftp_buf_ptr(&s->out);
+	*len = sftp_buf_len(&s->out);
+}
+
+void
+sftp_session_output_consume(struct sftp_session *s, size_t len)
+{
+	if (sftp_buf_consume(&s->out, len) != 0)
+		sftp_buf_reset(&s->out);
+	/* After a burst of large replies, give the memory back. */
+	sftp_buf_trim(&s->out, 4 * SFTP_MAX_MSG);
+}
