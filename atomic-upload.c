@@ -81,6 +81,13 @@ struct staged_file {
 	uid_t old_uid;
 	gid_t old_gid;
 	mode_t final_mode;	/* applied at commit */
+	int chown_at_commit;	/* root: owner applied at commit, so the temp
+				 * stays ours (sweepable, and not writable by
+				 * the future owner before it is complete) */
+	uid_t final_uid;
+	gid_t final_gid;
+	int wrote;		/* stage_write was called */
+	int write_error;	/* first failed write: commit must fail */
 
 	int have_expect;
 	off_t expect_size;
@@ -390,6 +397,16 @@ proc_fd_available(void)
 	return access("/proc/self/fd", X_OK) == 0;
 }
 
+static int
+name_is_fd(int dirfd, const char *name, int fd)
+{
+	struct stat a, b;
+
+	return fstat(fd, &a) == 0 &&
+	    fstatat(dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 /* Create the staged file in `tmpdirfd`: O_TMPFILE if we may, else named. */
 static int
 create_staged(struct staged_file *sf, int tmpdirfd, int allow_tmpfile)
@@ -428,6 +445,12 @@ create_staged(struct staged_file *sf, int tmpdirfd, int allow_tmpfile)
 				close(fd);
 				sf->tmpname[0] = '\0';
 				return r;
+			}
+			/* A sweep between create and flock may have taken
+			 * the name: make sure it is still ours. */
+			if (!name_is_fd(tmpdirfd, sf->tmpname, fd)) {
+				close(fd);
+				continue;
 			}
 			sf->fd = fd;
 			sf->method = STAGE_NAMED;
@@ -493,6 +516,24 @@ copy_existing(int src, int dst)
 			}
 		}
 	}
+}
+
+static void discard(struct staged_file *sf);
+
+/*
+ * A write or truncation by someone without CAP_FSETID clears set-user-id,
+ * and set-group-id on a group-executable file.  Replacing the inode would
+ * keep them, so do to the recorded mode what stock's write to the old inode
+ * would have done; a later stage_fchmod() may set them again, as with stock.
+ */
+static void
+kill_setid(struct staged_file *sf)
+{
+	if (!sf->existed || geteuid() == 0)
+		return;
+	sf->final_mode &= ~(mode_t)S_ISUID;
+	if (sf->final_mode & S_IXGRP)
+		sf->final_mode &= ~(mode_t)S_ISGID;
 }
 
 static int
@@ -627,8 +668,20 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 			sf->tmpdirfd = tmpdirfd;
 	}
 	r = create_staged(sf, sf->tmpdirfd, !opts->no_tmpfile);
+	if (r == 0 && !exists && sf->tmpdirfd != sf->dirfd) {
+		struct stat dst;
+
+		/* A file created elsewhere misses the destination directory's
+		 * setgid group inheritance; if we cannot give it that group,
+		 * create it where the kernel does so. */
+		if (fstat(sf->dirfd, &dst) == 0 && (dst.st_mode & S_ISGID) &&
+		    fchown(sf->fd, (uid_t)-1, dst.st_gid) != 0) {
+			discard(sf);
+			r = EPERM;
+		}
+	}
 	if (r != 0 && sf->tmpdirfd != sf->dirfd) {
-		/* A staging directory we may not write: stage beside. */
+		/* A staging directory we may not use: stage beside. */
 		close(sf->tmpdirfd);
 		sf->tmpdirfd = sf->dirfd;
 		sf->note = "cannot create in staging directory; staging "
@@ -644,22 +697,17 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 		sf->old_uid = st.st_uid;
 		sf->old_gid = st.st_gid;
 		sf->final_mode = st.st_mode & 07777;
-		if (geteuid() == 0)
-			(void)fchown(sf->fd, st.st_uid, st.st_gid);
-		else if (st.st_gid != getegid())
+		if (geteuid() == 0) {
+			sf->chown_at_commit = 1;
+			sf->final_uid = st.st_uid;
+			sf->final_gid = st.st_gid;
+		} else if (st.st_gid != getegid())
 			(void)fchown(sf->fd, (uid_t)-1, st.st_gid);
 	} else {
 		sf->final_mode = mode & 07777 & ~current_umask();
-		if (sf->tmpdirfd != sf->dirfd) {
-			struct stat dst;
-
-			/* A file created elsewhere misses the destination
-			 * directory's setgid group inheritance. */
-			if (fstat(sf->dirfd, &dst) == 0 &&
-			    (dst.st_mode & S_ISGID))
-				(void)fchown(sf->fd, (uid_t)-1, dst.st_gid);
-		}
 	}
+	if (oflags & O_TRUNC)
+		kill_setid(sf);
 	if (srcfd >= 0) {
 		if ((r = copy_existing(srcfd, sf->fd)) != 0)
 			goto out;
@@ -753,15 +801,25 @@ stage_write(struct staged_file *sf, const void *buf, size_t len, off_t off)
 
 	if (sf->aborted)
 		return EBADF;
+	if (!sf->wrote) {
+		sf->wrote = 1;
+		kill_setid(sf);
+	}
 	while (done < len) {
 		n = pwrite(sf->fd, p + done, len - done, off + (off_t)done);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			/* A hole in the data must never be published. */
+			if (sf->write_error == 0)
+				sf->write_error = errno;
 			return errno;
 		}
-		if (n == 0)
+		if (n == 0) {
+			if (sf->write_error == 0)
+				sf->write_error = EIO;
 			return EIO;
+		}
 		done += (size_t)n;
 	}
 	write_behind(sf, off + (off_t)len);
@@ -792,6 +850,14 @@ stage_fchown(struct staged_file *sf, uid_t uid, gid_t gid)
 {
 	if (sf->aborted)
 		return EBADF;
+	if (sf->chown_at_commit) {
+		/* Root may give any owner: record it for the commit. */
+		if (uid != (uid_t)-1)
+			sf->final_uid = uid;
+		if (gid != (gid_t)-1)
+			sf->final_gid = gid;
+		return 0;
+	}
 	return fchown(sf->fd, uid, gid) == 0 ? 0 : errno;
 }
 
@@ -804,6 +870,10 @@ stage_fstat(const struct staged_file *sf, struct stat *st)
 		return errno;
 	if (sf->method != STAGE_DIRECT)
 		st->st_mode = (st->st_mode & S_IFMT) | sf->final_mode;
+	if (sf->chown_at_commit) {
+		st->st_uid = sf->final_uid;
+		st->st_gid = sf->final_gid;
+	}
 	return 0;
 }
 
@@ -900,6 +970,10 @@ copy_xattrs(int dirfd, const char *name, int dst)
 	    (llen = flistxattr(src, list, (size_t)llen)) <= 0)
 		goto out;
 	for (p = list; p < list + llen; p += strlen(p) + 1) {
+		/* The kernel drops file capabilities on any write; new
+		 * content must not inherit the old content's privileges. */
+		if (strcmp(p, "security.capability") == 0)
+			continue;
 		if ((vlen = fgetxattr(src, p, NULL, 0)) < 0)
 			continue;
 		free(val);
@@ -1015,6 +1089,11 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 		step = "aborted";
 		goto fail;
 	}
+	if (sf->write_error != 0) {
+		r = sf->write_error;
+		step = "earlier write";
+		goto fail;
+	}
 	if (sf->have_expect) {
 		step = "check declared size";
 		if (fstat(sf->fd, &st) != 0) {
@@ -1061,6 +1140,13 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 	if (sf->existed)
 		copy_xattrs(sf->dirfd, sf->name, sf->fd);
 #endif
+	if (sf->chown_at_commit) {
+		step = "set owner";
+		if (fchown(sf->fd, sf->final_uid, sf->final_gid) != 0) {
+			r = errno;
+			goto fail;
+		}
+	}
 	/* After ownership is settled (chown clears setuid bits). */
 	step = "set mode";
 	if (fchmod(sf->fd, sf->final_mode) != 0) {

@@ -115,7 +115,11 @@ int stage_fsync(struct staged_file *sf);
 /*
  * Publish the staged data under the destination name and free `sf`.
  * On failure the destination is untouched and the staged data removed;
- * `sf` is freed either way.  `rep` may be NULL.
+ * `sf` is freed either way.  `rep` may be NULL.  A failed stage_write()
+ * makes the commit fail.  One exception: with STAGE_SYNC_FULL, when the
+ * directory fsync after the rename fails, the new content is already
+ * published (it cannot be taken back); the error is still returned so the
+ * client is not told the upload is durable.
  */
 int stage_commit(struct staged_file *sf, struct stage_report *rep);
 

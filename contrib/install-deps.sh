@@ -4,7 +4,7 @@
 set -e
 PKGS="build-essential autoconf automake pkg-config libssl-dev libssh2-1-dev
  openssh-server openssh-client openssh-sftp-server python3 python3-paramiko
- strace valgrind clang libclang-rt-14-dev attr acl inotify-tools
+ strace ltrace valgrind clang libclang-rt-14-dev attr acl inotify-tools
  util-linux passwd procps"
 missing=""
 for p in $PKGS; do

@@ -156,6 +156,26 @@ for m in "" -n; do
 	check "[$mn] umask 027, mode 0666 -> 0640" \
 	    test "$(stat -c %a "$P/wdir/um")" = 640
 
+	# Set-id bits of one's own file: stock's write as the user loses
+	# them (the kernel clears them for a writer without CAP_FSETID); a
+	# staged replace must end the same way.  The twin gets stock's
+	# treatment.
+	printf 'old' >"$P/wdir/suid"
+	chown "$U" "$P/wdir/suid"
+	chmod 6755 "$P/wdir/suid"
+	cp -p "$P/wdir/suid" "$P/wdir/suid-twin"
+	as_user /usr/bin/python3 -c '
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)
+os.write(fd, b"new")
+os.close(fd)' "$P/wdir/suid-twin"
+	stage_as_user $m -c n -b 3 "$P/wdir/suid"
+	has "[$mn] own set-id file replaced" "*commit=OK*"
+	a=$(stat -c %a "$P/wdir/suid") b=$(stat -c %a "$P/wdir/suid-twin")
+	check "[$mn] set-id bits as stock's write leaves them (staged $a, stock $b)" \
+	    test "$a" = "$b"
+	rm -f "$P/wdir/suid" "$P/wdir/suid-twin"
+
 	# Another user's writable file in a sticky directory: a rename over
 	# it would fail (EPERM), so write in place like stock.
 	stage_as_user $m -c S -b 4 "$P/sticky/rootw"

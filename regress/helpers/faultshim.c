@@ -11,9 +11,12 @@
  *               the call fails with it without being made;
  *               SHORT (write, pwrite): write at most half, at least 1;
  *               ZERO (getrandom): fill with zero bytes, so temporary
- *               names become predictable.
+ *               names become predictable;
+ *               DELAY: sleep ms=N milliseconds, then make the call (to
+ *               widen a race window).
  *       OPTION  after=N   the first N matching calls succeed, later fail
  *               nth=N     only the Nth matching call fails (1-based)
+ *               ms=N      the DELAY in milliseconds
  *               dir, file only calls on a directory / non-directory fd
  *   FAULTSHIM_DIR=DIR          only calls on files below DIR match (fds
  *               by their /proc/self/fd target, names resolved against
@@ -24,7 +27,7 @@
  *               component), whether or not a rule fired
  *
  * Wrapped: open open64 openat openat64 read write pwrite pwrite64 close
- * fsync fdatasync sync_file_range ftruncate copy_file_range fchmod
+ * flock fsync fdatasync sync_file_range ftruncate copy_file_range fchmod
  * fchown fsetxattr rename renameat renameat2 link linkat unlink unlinkat
  * getrandom.  Only calls through the dynamic symbol are seen: glibc's
  * internal calls (stdio's own write, say) and raw syscall() are not, which
@@ -42,6 +45,8 @@
 # include <sys/random.h>
 #endif
 
+#include <sys/file.h>
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -50,11 +55,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_RULES	16
 
-enum action { ACT_ERRNO, ACT_SHORT, ACT_ZERO };
+enum action { ACT_ERRNO, ACT_SHORT, ACT_ZERO, ACT_DELAY };
 enum kind_filter { KIND_ANY, KIND_DIR, KIND_FILE };
 
 struct rule {
@@ -64,6 +70,7 @@ struct rule {
 	int err;
 	unsigned long after;	/* 0: no "after" */
 	unsigned long nth;	/* 0: no "nth" */
+	unsigned long ms;	/* DELAY: milliseconds */
 	enum kind_filter kind;
 	unsigned long seen;	/* matching calls so far */
 };
@@ -153,6 +160,8 @@ parse_rule(char *text)
 				r->action = ACT_SHORT;
 			else if (strcasecmp(field, "ZERO") == 0)
 				r->action = ACT_ZERO;
+			else if (strcasecmp(field, "DELAY") == 0)
+				r->action = ACT_DELAY;
 			else {
 				r->action = ACT_ERRNO;
 				r->err = EIO;
@@ -166,6 +175,8 @@ parse_rule(char *text)
 			r->after = strtoul(field + 6, NULL, 10);
 		} else if (strncmp(field, "nth=", 4) == 0) {
 			r->nth = strtoul(field + 4, NULL, 10);
+		} else if (strncmp(field, "ms=", 3) == 0) {
+			r->ms = strtoul(field + 3, NULL, 10);
 		} else if (strcmp(field, "dir") == 0) {
 			r->kind = KIND_DIR;
 		} else if (strcmp(field, "file") == 0) {
@@ -340,6 +351,15 @@ decide(const char *func, const char *path, const char *kind)
 		if (fire == &no_fault)
 			fire = r;
 	}
+	/* A delay widens a race window; the call itself then goes ahead. */
+	if (fire != &no_fault && fire->action == ACT_DELAY) {
+		struct timespec ts;
+
+		ts.tv_sec = (time_t)(fire->ms / 1000);
+		ts.tv_nsec = (long)(fire->ms % 1000) * 1000000L;
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+	}
 	return fire;
 }
 
@@ -350,6 +370,8 @@ result_name(const struct rule *r, int ret_failed, int err)
 		return "SHORT";
 	if (r != NULL && r != &no_fault && r->action == ACT_ZERO)
 		return "ZERO";
+	if (r != NULL && r != &no_fault && r->action == ACT_DELAY)
+		return ret_failed ? err_name(err) : "DELAY";
 	return ret_failed ? err_name(err) : "ok";
 }
 
@@ -421,6 +443,17 @@ sync_file_range(int fd, off64_t off, off64_t nbytes, unsigned int flags)
 	    real_sync_file_range(fd, off, nbytes, flags);
 
 	finish("sync_file_range", kind_, path_, rule_, ret);
+	return ret;
+}
+
+int
+flock(int fd, int op)
+{
+	REAL(flock);
+	FD_CALL_BEGIN("flock", fd);
+	int ret = fires(rule_) ? inject(rule_) : real_flock(fd, op);
+
+	finish("flock", kind_, path_, rule_, ret);
 	return ret;
 }
 

@@ -1048,6 +1048,44 @@ test_sweep_spares_live(void)
 	TEST_DONE();
 }
 
+/*
+ * DESIGN 11: stale temporaries of a crashed server are removed.  A root
+ * server replacing another user's file must leave a temporary that root's
+ * sweep still recognises as its own.
+ */
+static void
+test_sweep_after_root_replace(void)
+{
+	char dir[PATH_MAX], dest[PATH_MAX];
+	struct stager a = { -1, -1, -1 };
+	struct stage_opts o;
+	unsigned int removed = 99;
+
+	TEST_START("stage_sweep (root) removes the stale temporary of a "
+	    "killed replace of another user's file");
+	if (!is_root()) {
+		TEST_SKIP("needs root");
+		goto out;
+	}
+	if (!ASSERT_INT_EQ(fresh_dir("sweep-owner", dir, sizeof(dir)), 0))
+		goto out;
+	join(dest, sizeof(dest), dir, "theirs.dat");
+	ASSERT_INT_EQ(put_str(dest, "their content"), 0);
+	ASSERT_INT_EQ(chown(dest, 1234, 1234), 0);
+	opts_init(&o, 1);
+	if (!ASSERT_INT_EQ(start_stager(&o, dest, WCT, MiB, 17, &a), 0))
+		goto out;
+	kill_stager(&a);
+	CHECK_STR(dest, "their content");
+	ASSERT_INT_EQ(find_temp(dir, NULL, 0), 1);
+	ASSERT_INT_EQ(stage_sweep(dir, &removed), 0);
+	ASSERT_INT_EQ(removed, 1);
+	CHECK_ENTRIES(dir, "theirs.dat");
+ out:
+	kill_stager(&a);
+	TEST_DONE();
+}
+
 /* Sweep removes only our stale regular files, never what only looks
  * like one. */
 static void
@@ -1197,6 +1235,114 @@ test_replace_attrs(int no_tmpfile)
 	if (sf != NULL)
 		stage_abort(sf, "test cleanup", NULL);
 	free(data);
+	TEST_DONE();
+}
+
+/*
+ * DESIGN 6: a replace keeps what stock's truncate-in-place keeps.  The
+ * test does stock's operation (open O_TRUNC, write) on a twin file and
+ * compares: mode bits (set-id), owner, group, and the file capability
+ * (security.capability, which the kernel drops on any write).
+ */
+static int
+set_file_capability(const char *path)
+{
+#ifdef HAVE_SYS_XATTR_H
+	/* struct vfs_cap_data, revision 2, little-endian: effective,
+	 * permitted CAP_NET_RAW (13). */
+	unsigned char cap[20];
+
+	memset(cap, 0, sizeof(cap));
+	cap[0] = 0x01;	/* VFS_CAP_FLAGS_EFFECTIVE */
+	cap[3] = 0x02;	/* VFS_CAP_REVISION_2 >> 24 */
+	cap[4 + 1] = 1 << (13 - 8);	/* data[0].permitted bit 13 */
+	return setxattr(path, "security.capability", cap, sizeof(cap), 0) == 0 ?
+	    0 : errno;
+#else
+	(void)path;
+	return ENOTSUP;
+#endif
+}
+
+static int
+has_xattr(const char *path, const char *name)
+{
+#ifdef HAVE_SYS_XATTR_H
+	return getxattr(path, name, NULL, 0) >= 0;
+#else
+	(void)path;
+	(void)name;
+	return 0;
+#endif
+}
+
+static void
+test_replace_like_stock(int no_tmpfile)
+{
+	char name[160], dir[PATH_MAX], dest[PATH_MAX], twin[PATH_MAX];
+	struct staged_file *sf = NULL;
+	struct stage_opts o;
+	struct stat sd, st;
+	int fd, r, i;
+
+	snprintf(name, sizeof(name), "replace keeps what stock's truncate-"
+	    "in-place keeps: set-id bits, file capabilities (%s)",
+	    variant(no_tmpfile));
+	TEST_START(name);
+	if (!is_root()) {
+		TEST_SKIP("needs root (file capabilities)");
+		goto out;
+	}
+	if (!ASSERT_INT_EQ(fresh_dir("like-stock", dir, sizeof(dir)), 0))
+		goto out;
+	join(dest, sizeof(dest), dir, "tool");
+	join(twin, sizeof(twin), dir, "twin");
+	for (i = 0; i < 2; i++) {
+		const char *p = i ? twin : dest;
+
+		ASSERT_INT_EQ(put_file(p, "old", 3, 06755), 0);
+		ASSERT_INT_EQ(chown(p, 1234, 1234), 0);
+		ASSERT_INT_EQ(chmod(p, 06755), 0);
+		if ((r = set_file_capability(p)) != 0) {
+			test_note("security.capability: %s", strerror(r));
+			TEST_SKIP("cannot set a file capability here");
+			goto out;
+		}
+	}
+	/* Stock: truncate and write in place. */
+	if (!ASSERT_INT_GE(fd = open(twin, O_WRONLY | O_TRUNC), 0))
+		goto out;
+	ASSERT_INT_EQ(write(fd, "new", 3), 3);
+	close(fd);
+	opts_init(&o, no_tmpfile);
+	if (!ASSERT_INT_EQ(stage_open(&o, dest, WCT, 0644, &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_write(sf, "new", 3, 0), 0);
+	r = stage_commit(sf, NULL);
+	sf = NULL;
+	ASSERT_INT_EQ(r, 0);
+	if (!ASSERT_INT_EQ(stat(dest, &sd), 0) ||
+	    !ASSERT_INT_EQ(stat(twin, &st), 0))
+		goto out;
+	test_note("stock: mode %o cap %d; staged: mode %o cap %d",
+	    (unsigned)st.st_mode & 07777,
+	    has_xattr(twin, "security.capability"),
+	    (unsigned)sd.st_mode & 07777,
+	    has_xattr(dest, "security.capability"));
+	ASSERT_INT_EQ(sd.st_mode & 07777, st.st_mode & 07777);
+	ASSERT_INT_EQ(sd.st_uid, st.st_uid);
+	ASSERT_INT_EQ(sd.st_gid, st.st_gid);
+	if (has_xattr(dest, "security.capability") !=
+	    has_xattr(twin, "security.capability"))
+		TEST_FAIL("security.capability %s after the staged replace, "
+		    "%s after stock's write: the new content must not inherit "
+		    "the old binary's capabilities",
+		    has_xattr(dest, "security.capability") ? "present" :
+		    "absent", has_xattr(twin, "security.capability") ?
+		    "present" : "absent");
+ out:
+	if (sf != NULL)
+		stage_abort(sf, "test cleanup", NULL);
 	TEST_DONE();
 }
 
@@ -2756,8 +2902,10 @@ main(int argc, char **argv)
 	RUN2(test_abort);
 	RUN2(test_killed_child);
 	RUN(test_sweep_spares_live);
+	RUN(test_sweep_after_root_replace);
 	RUN(test_sweep_is_careful);
 	RUN2(test_replace_attrs);
+	RUN2(test_replace_like_stock);
 	RUN2(test_symlink_destination);
 	RUN2(test_modes);
 	RUN2(test_chown_setid);
