@@ -75,8 +75,9 @@ struct staged_file;
 int stage_open(const struct stage_opts *opts, const char *path, int oflags,
     mode_t mode, struct staged_file **sfp);
 
-/* The descriptor to write (and read) the staged data through.  Always
- * opened for reading and writing; callers enforce the client's access. */
+/* The descriptor to write (and read) the staged data through.  A staged
+ * file is always open for reading and writing (callers enforce the
+ * client's access); a STAGE_DIRECT file has the access mode asked for. */
 int stage_fd(const struct staged_file *sf);
 
 enum stage_method stage_method(const struct staged_file *sf);

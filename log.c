@@ -172,7 +172,9 @@ do_logv(enum log_level level, const char *fmt, va_list ap)
 			    LOG_PID, logstate.facility);
 			logstate.syslog_open = 1;
 		}
-		syslog(pri, "%s", line);
+		/* Stock's syslog lines (not its stderr ones) name these. */
+		syslog(pri, "%s%s", level == LOG_LEVEL_ERROR ? "error: " :
+		    level == LOG_LEVEL_FATAL ? "fatal: " : "", line);
 	}
 	errno = saved_errno;
 }

@@ -221,10 +221,22 @@ install_signals(void)
 	sigaction(SIGPIPE, &sa, NULL);
 }
 
+/* The exit status for a failed sftp_session_process(). */
+static int
+process_failed(int r, const char **reason)
+{
+	if (r == EMSGSIZE) {
+		*reason = "protocol error";
+		return EXIT_BAD_MESSAGE;
+	}
+	*reason = strerror(r);
+	return EXIT_FATAL;
+}
+
 /*
- * Serve until the client closes its side.  Returns the exit status; the
- * caller ends the session.  *reason says why uploads still open are
- * aborted.
+ * Serve until the client closes its side.  Returns the exit status, or -1
+ * when a signal asks us to stop; the caller ends the session.  *reason
+ * says why uploads still open are aborted.
  */
 static int
 serve(struct sftp_session *s, const char **reason)
@@ -243,12 +255,15 @@ serve(struct sftp_session *s, const char **reason)
 		sftp_session_output(s, &op, &olen);
 		if (in_eof && olen == 0)
 			break;
-		pfd[0].fd = STDIN_FILENO;
-		pfd[0].events = (!in_eof && sftp_session_wants_input(s)) ?
-		    POLLIN : 0;
+		/*
+		 * A descriptor is watched only when we want it: a hung-up
+		 * one reports POLLHUP whatever the events, and input is
+		 * left unread while replies wait (backpressure).
+		 */
+		pfd[0].fd = (!in_eof && sftp_session_wants_input(s)) ?
+		    STDIN_FILENO : -1;
+		pfd[0].events = POLLIN;
 		pfd[0].revents = 0;
-		/* Only watched with output pending: a hung-up stdout would
-		 * otherwise report POLLHUP for ever. */
 		pfd[1].fd = olen > 0 ? STDOUT_FILENO : -1;
 		pfd[1].events = POLLOUT;
 		pfd[1].revents = 0;
@@ -260,7 +275,8 @@ serve(struct sftp_session *s, const char **reason)
 			return EXIT_FATAL;
 		}
 		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-			if ((r = sftp_session_input_space(s, &ip, &room)) != 0) {
+			r = sftp_session_input_space(s, &ip, &room);
+			if (r != 0) {
 				error("input buffer: %s", strerror(r));
 				return EXIT_FATAL;
 			}
@@ -275,12 +291,8 @@ serve(struct sftp_session *s, const char **reason)
 				in_eof = 1;
 			} else if (n > 0) {
 				sftp_session_input_added(s, (size_t)n);
-				if ((r = sftp_session_process(s)) != 0) {
-					*reason = r == EMSGSIZE ?
-					    "protocol error" : strerror(r);
-					return r == EMSGSIZE ?
-					    EXIT_BAD_MESSAGE : EXIT_FATAL;
-				}
+				if ((r = sftp_session_process(s)) != 0)
+					return process_failed(r, reason);
 			}
 		}
 		/* Processing input above may have moved the buffer. */
@@ -295,12 +307,8 @@ serve(struct sftp_session *s, const char **reason)
 			if (n > 0) {
 				sftp_session_output_consume(s, (size_t)n);
 				/* Requests held back by a full output. */
-				if ((r = sftp_session_process(s)) != 0) {
-					*reason = r == EMSGSIZE ?
-					    "protocol error" : strerror(r);
-					return r == EMSGSIZE ?
-					    EXIT_BAD_MESSAGE : EXIT_FATAL;
-				}
+				if ((r = sftp_session_process(s)) != 0)
+					return process_failed(r, reason);
 			}
 		}
 	}
@@ -337,7 +345,7 @@ main(int argc, char **argv)
 	opterr = 0;
 	while ((ch = getopt(argc, argv,
 #ifdef __GLIBC__
-	    "+"	/* stop at the first word that is not an option, as BSD */
+	    "+"	/* stop at the first non-option word, as BSD does */
 #endif
 	    "d:f:l:P:p:Q:u:cehRt:s:nm:S:")) != -1) {
 		switch (ch) {
@@ -438,14 +446,14 @@ main(int argc, char **argv)
 
 	/* The environment fills in what the flags left unset; a bad value
 	 * there is logged and the safe default kept. */
-	if (tmp_tmpl == NULL && (env = getenv("ATOMIC_UPLOAD_TMPDIR")) != NULL &&
-	    *env != '\0')
+	if (tmp_tmpl == NULL &&
+	    (env = getenv("ATOMIC_UPLOAD_TMPDIR")) != NULL && *env != '\0')
 		tmp_tmpl = env;
 	if (!have_sync && (env = getenv("ATOMIC_UPLOAD_SYNC")) != NULL &&
 	    *env != '\0') {
 		if (stage_parse_sync(env, &opts.stage.sync) != 0)
-			error("ATOMIC_UPLOAD_SYNC=%s not understood: using full",
-			    env);
+			error("ATOMIC_UPLOAD_SYNC=%s not understood: "
+			    "using full", env);
 		else
 			have_sync = 1;
 	}
@@ -459,7 +467,8 @@ main(int argc, char **argv)
 	}
 	if (!have_modify && (env = getenv("ATOMIC_UPLOAD_MODIFY")) != NULL &&
 	    *env != '\0' && parse_modify(env, &opts.stage.modify) != 0)
-		error("ATOMIC_UPLOAD_MODIFY=%s not understood: using copy", env);
+		error("ATOMIC_UPLOAD_MODIFY=%s not understood: using copy",
+		    env);
 	/* Staging off means stock behaviour: no fsync either, unless the
 	 * durability was asked for explicitly. */
 	if (opts.stage.disabled && !have_sync)

@@ -86,8 +86,8 @@ struct handle {
 	int can_read;
 	int can_write;
 	int append;
-	/* A write failed: the data is incomplete and must never be
-	 * published, whatever CLOSE says. */
+	/* A write failed (its errno): the data is incomplete and must
+	 * never be published, whatever CLOSE says. */
 	int write_error;
 	/* Identity of the destination, so that a SETSTAT by name reaches
 	 * an upload in flight instead of the file it will replace. */
@@ -127,7 +127,7 @@ struct sftp_session {
 	unsigned int nslots;		/* allocated entries */
 	unsigned int nopen;		/* in use */
 	unsigned int nstaged;		/* in use with a staged file */
-	unsigned int free_head;		/* LIFO of free slots, nslots = none */
+	unsigned int free_head;	/* free slots, LIFO; nslots: none */
 
 	u_char *copybuf;
 	struct name_cache_entry users[NAME_CACHE_SIZE];
@@ -151,7 +151,7 @@ typedef int request_handler(struct sftp_session *, uint32_t,
 
 struct request_type {
 	const char *name;		/* for -p, -P and -Q */
-	const char *ext_name;		/* SSH2_FXP_EXTENDED name, or NULL */
+	const char *ext_name;		/* extension name, or NULL */
 	const char *ext_version;
 	u_int type;			/* packet type of a core request */
 	int does_write;			/* refused by -R */
@@ -581,7 +581,7 @@ staged_failure_text(const struct stage_report *rep, char *buf, size_t len)
 {
 	if (rep->reason[0] == '\0')
 		return NULL;
-	snprintf(buf, len, "Upload not published: %s", rep->reason);
+	snprintf(buf, len, "Commit failed: %s", rep->reason);
 	return buf;
 }
 
@@ -1155,9 +1155,11 @@ process_close(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	}
 	if (h->sf != NULL) {
 		/* The commit point: publish, then answer. */
-		if (h->write_error) {
-			stage_abort(h->sf, "a write failed", &rep);
-			r = EIO;
+		if (h->write_error != 0) {
+			snprintf(text, sizeof(text), "write failed: %s",
+			    strerror(h->write_error));
+			stage_abort(h->sf, text, &rep);
+			r = ERR_FAILURE;
 		} else
 			r = stage_commit(h->sf, &rep);
 		h->sf = NULL;
@@ -1291,7 +1293,7 @@ process_write(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		error("write \"%s\": %s", h->path, strerror(EBADF));
 		return EBADF;
 	}
-	if (h->write_error)
+	if (h->write_error != 0)
 		return ERR_FAILURE;
 	if (off > INT64_MAX || len > INT64_MAX - off)
 		return EINVAL;
@@ -1299,7 +1301,7 @@ process_write(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	if ((r = handle_write(h, data, len, off)) != 0) {
 		error("write \"%s\": %s", h->path, strerror(r));
 		if (h->sf != NULL)
-			h->write_error = 1;
+			h->write_error = r;
 		return r;
 	}
 	h->bytes_written += len;
@@ -1828,7 +1830,7 @@ process_copy_data(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		    strerror(EBADF));
 		return EBADF;
 	}
-	if (wh->write_error)
+	if (wh->write_error != 0)
 		return ERR_FAILURE;
 	if (roff > INT64_MAX || woff > INT64_MAX ||
 	    (rlen != 0 && rlen > INT64_MAX - roff))
@@ -1862,7 +1864,7 @@ process_copy_data(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 			error("copy-data: write \"%s\": %s", wh->path,
 			    strerror(r));
 			if (wh->sf != NULL)
-				wh->write_error = 1;
+				wh->write_error = r;
 			break;
 		}
 		wh->bytes_written += (uint64_t)n;
@@ -2169,8 +2171,8 @@ sftp_session_output(const struct sftp_session *s, const u_char **p,
 void
 sftp_session_output_consume(struct sftp_session *s, size_t len)
 {
+	/* The buffer keeps its allocation: it is bounded by OUT_BUF_MAX,
+	 * and a download refills it at once. */
 	if (sftp_buf_consume(&s->out, len) != 0)
 		sftp_buf_reset(&s->out);
-	/* After a burst of large replies, give the memory back. */
-	sftp_buf_trim(&s->out, 4 * SFTP_MAX_MSG);
 }

@@ -20,7 +20,7 @@ struct sftp_server_opts {
 	const char *home;		/* its home directory, or NULL */
 	const char *client_addr;	/* for logs; NULL means "UNKNOWN" */
 	int readonly;			/* -R */
-	const char *allowed;		/* -p: comma list of request names */
+	const char *allowed;		/* -p: comma list of requests */
 	const char *denied;		/* -P: comma list, applied first */
 	unsigned int max_handles;	/* 0: no limit of our own */
 	struct stage_opts stage;	/* how uploads are staged */
