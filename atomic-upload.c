@@ -1121,6 +1121,8 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 				goto fail;
 		}
 		fill_report(sf, rep, 0, NULL);
+		if (rep != NULL)
+			rep->published = 1;
 		step = "close";
 		if (close(sf->fd) != 0 && errno != EINTR) {
 			r = errno;
@@ -1156,6 +1158,8 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 	fill_report(sf, rep, 0, NULL);
 	if ((r = publish(sf, &step)) != 0)
 		goto fail;
+	if (rep != NULL)
+		rep->published = 1;
 	if (sf->sync == STAGE_SYNC_FULL) {
 		/* Published: the old content is gone, so an error here is
 		 * reported but cannot be undone. */

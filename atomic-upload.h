@@ -60,6 +60,8 @@ struct stage_report {
 	double seconds;		/* since stage_open */
 	enum stage_method method;
 	int error;		/* 0, or the errno of the step that failed */
+	int published;		/* the new content is under the name (also
+				 * when a later directory fsync failed) */
 	char reason[256];	/* failed step or abort reason, "" on success */
 };
 
