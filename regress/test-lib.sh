@@ -101,6 +101,7 @@ start_sshd() {
 	[ -x "$sshd" ] || fail "sshd not installed"
 	mkdir -p /run/sshd
 	keydir="$WORK/sshd"
+	rm -rf "$keydir"	# a second start_sshd in one test gets new keys
 	mkdir -p "$keydir" "$OBJ/regress/work/bin"
 	chmod 755 "$keydir"
 	ssh-keygen -q -t ed25519 -N '' -f "$keydir/host_key" >/dev/null || fail "host key"
