@@ -31,21 +31,6 @@ start_sshd
 KEYS=(-k "$WORK/sshd/client_key" -K "$WORK/sshd/client_key.pub")
 up() { "$CLIENT" -p "$SSHD_PORT" -u root "${KEYS[@]}" "$@"; }
 
-# Sessions end asynchronously after the client goes: wait until sshd has
-# no connection children left (by parent PID, never by name).
-sessions_gone() { [ -z "$(ps -o pid= --ppid "$SSHD_PID")" ]; }
-
-# entries DIR NAME...: DIR holds exactly these names.
-entries() {
-	local dir=$1 want got
-	shift
-	want=$(printf '%s\n' "$@" | sed '/^$/d' | sort | tr '\n' ' ')
-	got=$(ls -A "$dir" | sort | tr '\n' ' ')
-	[ "$got" = "$want" ] && return 0
-	verbose "$dir holds [$got], want [$want]"
-	return 1
-}
-
 # 1. Pipelined sequential writes: 4 MiB and 8 MiB per call (about 140
 #    and 280 WRITE requests of 30000 bytes in flight).
 "$PY" "$MKPAYLOAD" "$WORK/p6m" 6M seed6

@@ -13,6 +13,8 @@
 #                     as root (-F config), $USER_SSH_OPTS the same for
 #                     $TEST_USER under as_user; stopped by the EXIT trap.
 #   wait_for CMD...   retry a command for up to 10 s
+#   entries DIR NAME...  DIR holds exactly these names (no debris)
+#   sessions_gone     no sshd session is left (wait_for sessions_gone)
 # Environment from run-tests.sh: SRC, OBJ, SFTP_SERVER, SCP.
 set -u
 : "${SRC:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
@@ -157,3 +159,20 @@ EOC
 	wait_for ssh $SSH_OPTS root@localhost true ||
 	    { tail -20 "$SSHD_LOG"; fail "sshd did not come up on port $SSHD_PORT"; }
 }
+
+# entries DIR NAME...: DIR holds exactly these names, hidden ones
+# included (no upload debris); says what it holds otherwise.
+entries() {
+	local dir=$1 want got
+	shift
+	want=$(printf '%s\n' "$@" | sed '/^$/d' | sort | tr '\n' ' ')
+	got=$(ls -A "$dir" | sort | tr '\n' ' ')
+	[ "$got" = "$want" ] && return 0
+	verbose "$dir holds [$got], want [$want]"
+	return 1
+}
+
+# sessions_gone: the sshd of start_sshd has no session children left
+# (found by parent PID, never by name).  Sessions end asynchronously
+# after a client goes: use as "wait_for sessions_gone".
+sessions_gone() { [ -z "$(ps -o pid= --ppid "$SSHD_PID")" ]; }
