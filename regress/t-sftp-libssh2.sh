@@ -88,9 +88,12 @@ check "vanished client: no debris in destination" \
 check "vanished client: staging directory empty" entries "$STAGE"
 
 # 4. The client is killed (SIGKILL) with its writes acknowledged.
-up -m hang "$WORK/p6m" "$D/killed" >"$WORK/hang1.out" 2>"$WORK/err" &
+# exec: $! must be the client, not a subshell around it.
+(exec "$CLIENT" -p "$SSHD_PORT" -u root "${KEYS[@]}" -m hang "$WORK/p6m" \
+    "$D/killed") >"$WORK/hang1.out" 2>"$WORK/err" &
 pid1=$!
-up -m hang "$WORK/p6m" "$D/old" >"$WORK/hang2.out" 2>&1 &
+(exec "$CLIENT" -p "$SSHD_PORT" -u root "${KEYS[@]}" -m hang "$WORK/p6m" \
+    "$D/old") >"$WORK/hang2.out" 2>&1 &
 pid2=$!
 on_exit "kill -9 $pid1 $pid2"
 wait_for grep -q written "$WORK/hang1.out" || verbose "client 1 never wrote"
