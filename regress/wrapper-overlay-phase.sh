@@ -1,0 +1,152 @@
+# Part 2 of regress/t-wrapper.sh, sourced by it inside a chroot into an
+# overlay of the real root (see there): here "/" is a throwaway copy of the
+# host, so the install runs exactly as a sysadmin's would - no DESTDIR, the
+# real dpkg-divert and dpkg database - and is then undone and compared.
+PREFIX=/usr/local
+OURS=$PREFIX/libexec/atomic-upload/scp
+DEFAULTS=/etc/default/atomic-upload
+
+mk() { make -s -C "$OBJ" "$@" prefix=$PREFIX >"$WORK/make.out" 2>&1; }
+
+# traced_exec FILE CMD...: run CMD, listing in FILE every program it execs.
+have_strace=no
+command -v strace >/dev/null && have_strace=yes
+traced_exec() {
+	local f=$1
+	shift
+	if [ "$have_strace" = yes ]; then
+		strace -f -qq -e trace=execve -o "$f" "$@"
+	else
+		: > "$f"
+		"$@"
+	fi
+}
+execed() {
+	[ "$have_strace" = yes ] || return 0
+	grep -q "execve(\"$2\"" "$1" || { verbose "no execve of $2 in $1"; return 1; }
+}
+not_execed() {
+	! grep -q "execve(\"$2\"" "$1"
+}
+
+div_before=$(dpkg-divert --list | sort)
+cp -p /usr/bin/scp "$WORK/host-scp"
+
+real_ours=no
+if [ -x "$OBJ/scp" ]; then
+	real_ours=yes
+	check "(overlay) make install" mk install
+	check "(overlay) make install puts our scp in its own directory, not on PATH" \
+	    eval 'test -x "$OURS" && test ! -e "$PREFIX/bin/scp"'
+else
+	# Until scp.c exists: a stand-in that records its argv.
+	mkdir -p "$(dirname "$OURS")"
+	printf '#!/bin/sh\necho "ours $*" > %s/rec\n' "$WORK" > "$OURS"
+	chmod 755 "$OURS"
+fi
+
+if mk install-wrapper; then
+	ok "(overlay) make install-wrapper on the real system"
+else
+	notok "(overlay) make install-wrapper on the real system"
+	sed 's/^/# /' "$WORK/make.out"
+fi
+check "(overlay) dpkg-divert lists the local diversion" \
+    test "$(dpkg-divert --list /usr/bin/scp)" = "local diversion of /usr/bin/scp to /usr/bin/scp.distrib"
+check "(overlay) /usr/bin/scp.distrib is the distribution's scp" \
+    cmp -s /usr/bin/scp.distrib "$WORK/host-scp"
+check "(overlay) /usr/bin/scp is the wrapper" \
+    grep -qF "atomic-upload scp wrapper" /usr/bin/scp
+
+# Client mode: a local copy by the distribution's scp.
+echo "client copy" > "$WORK/a"
+rm -f "$WORK/b"
+traced_exec "$WORK/trace" /usr/bin/scp -O "$WORK/a" "$WORK/b" >"$WORK/out" 2>&1
+check "(overlay) scp -O a b runs the distribution's scp" \
+    eval 'execed "$WORK/trace" /usr/bin/scp.distrib && not_execed "$WORK/trace" "$OURS" && cmp -s "$WORK/a" "$WORK/b"'
+
+# Server mode: a sink fed one file by hand.
+mkdir -p "$WORK/in"
+rm -f "$WORK/rec"
+printf 'C0644 6 f\nhello\n\0' |
+    traced_exec "$WORK/trace" /usr/bin/scp -t "$WORK/in" >"$WORK/out" 2>&1
+if [ "$real_ours" = yes ]; then
+	check "(overlay) scp -t runs our scp and the file lands" \
+	    eval 'execed "$WORK/trace" "$OURS" && test "$(cat "$WORK/in/f" 2>/dev/null)" = hello'
+else
+	check "(overlay) scp -t runs our scp" \
+	    eval 'execed "$WORK/trace" "$OURS" && test "$(cat "$WORK/rec" 2>/dev/null)" = "ours -t $WORK/in"'
+fi
+
+# An upgrade of openssh-client must leave the wrapper in place.  Only
+# with the package file already at hand: no network in a test.
+ver=$(dpkg-query -W -f '${Version}' openssh-client 2>/dev/null)
+deb=$(ls /var/cache/apt/archives/openssh-client_"${ver//:/%3a}"_*.deb 2>/dev/null | head -1)
+if [ -n "$deb" ]; then
+	dpkg -i "$deb" >"$WORK/dpkg.out" 2>&1
+	check "(overlay) dpkg -i openssh-client: the wrapper stays, the new scp goes to scp.distrib" \
+	    eval 'grep -qF "atomic-upload scp wrapper" /usr/bin/scp && cmp -s /usr/bin/scp.distrib "$WORK/host-scp"'
+else
+	skip "(overlay) openssh-client reinstall keeps the wrapper" "no openssh-client_$ver .deb in /var/cache/apt/archives"
+fi
+
+# End to end: a real sshd, whose sessions find /usr/bin/scp (the wrapper)
+# for "scp -t"; an scp -O upload as an ordinary user must be served by our
+# scp, staged in the directory named in the defaults file.
+if [ "$real_ours" = yes ]; then
+	STAGE=$WORK/stage
+	mkdir -p "$STAGE"
+	chmod 1733 "$STAGE"
+	echo "ATOMIC_UPLOAD_TMPDIR=$STAGE" > "$DEFAULTS"
+	start_sshd
+	DEST=$WORK/upload
+	mkdir -p "$DEST"
+	chown "$TEST_USER" "$DEST"
+	head -c 3000000 /dev/urandom > "$WORK/big"
+	chmod 644 "$WORK/big"
+	as_user scp -O $USER_SSH_OPTS -l 8000 "$WORK/big" "$TEST_USER@localhost:$DEST/big" \
+	    >"$WORK/scp.out" 2>&1 &
+	scp_pid=$!
+	on_exit "kill $scp_pid"
+	staged_by=""
+	early=""
+	for i in $(seq 1 100); do
+		[ -e "$DEST/big" ] && { early=yes; break; }
+		for p in /proc/[0-9]*; do
+			[ "$(readlink "$p/exe" 2>/dev/null)" = "$OURS" ] || continue
+			if ls -l "$p/fd" 2>/dev/null | grep -qF -- "-> $STAGE/"; then
+				staged_by=${p#/proc/}
+			fi
+		done
+		[ -n "$staged_by" ] && break
+		sleep 0.1
+	done
+	check "(e2e) mid-upload: our scp (exec'd by the wrapper) holds a file in the staging dir from $DEFAULTS" \
+	    test -n "$staged_by"
+	check "(e2e) mid-upload: nothing under the destination name" test -z "$early" -a ! -e "$DEST/big"
+	wait "$scp_pid"
+	src=$?
+	check "(e2e) scp -O upload succeeds, content identical" \
+	    eval 'test "$src" -eq 0 && cmp -s "$WORK/big" "$DEST/big"'
+	check "(e2e) nothing left in the staging dir or beside the file" \
+	    eval 'test -z "$(ls -A "$STAGE")" && test "$(ls -A "$DEST")" = big'
+	[ "$src" -eq 0 ] || sed 's/^/# /' "$WORK/scp.out"
+else
+	skip "(e2e) sshd + scp -O through the wrapper" "scp not built yet"
+fi
+
+if mk uninstall-wrapper; then
+	ok "(overlay) make uninstall-wrapper"
+else
+	notok "(overlay) make uninstall-wrapper"
+	sed 's/^/# /' "$WORK/make.out"
+fi
+check "(overlay) /usr/bin/scp is the distribution's again, byte-identical" \
+    cmp -s /usr/bin/scp "$WORK/host-scp"
+check "(overlay) dpkg's diversions are exactly as before" \
+    test "$(dpkg-divert --list | sort)" = "$div_before"
+check "(overlay) no scp.distrib left" test ! -e /usr/bin/scp.distrib
+if [ "$real_ours" = yes ]; then
+	mk uninstall
+	check "(overlay) make uninstall removes our scp" test ! -e "$OURS"
+fi
