@@ -363,7 +363,13 @@ open_staging_dir(const char *tmpdir, int dirfd, const char **note)
 	struct stat st;
 	int fd;
 
+	/* O_PATH needs no read permission: a shared staging directory may
+	 * be 1733, so that users cannot list each other's temp names. */
+#ifdef O_PATH
+	fd = open(tmpdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+#else
 	fd = open(tmpdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+#endif
 	if (fd < 0) {
 		*note = "staging directory unusable; staging beside the "
 		    "destination";

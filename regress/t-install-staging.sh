@@ -1,0 +1,75 @@
+#!/bin/bash
+# The staging directories README.atomic recommends work for an ordinary
+# user: a shared root-owned directory of mode 1733 (others may create but
+# not list), and a per-user one through %u.  Each upload must really be
+# staged there - strace -y shows the directory of the staged file - and
+# published, with nothing left behind.  Both programs: sftp-server with
+# -t, and scp -t with ATOMIC_UPLOAD_TMPDIR (once scp is built).
+tid=t-install-staging
+. "${SRC:-$(cd "$(dirname "$0")/.." && pwd)}/regress/test-lib.sh"
+test_user_setup
+command -v strace >/dev/null || { skip "$tid" "no strace"; exit 0; }
+
+SHARED=$WORK/shared-stage
+PERUSER=$WORK/peruser
+DEST=$WORK/dest
+mkdir -p "$SHARED" "$PERUSER/$TEST_USER" "$DEST"
+chmod 1733 "$SHARED"
+chown "$TEST_USER" "$PERUSER/$TEST_USER" "$DEST"
+chmod 700 "$PERUSER/$TEST_USER"
+head -c 200000 /dev/urandom > "$WORK/src"
+chmod 644 "$WORK/src"
+# strace runs as the user: its output goes where the user may write.
+mkdir -p "$WORK/tr"
+chown "$TEST_USER" "$WORK/tr"
+TRACE=$WORK/tr/trace
+
+# staged_in TRACE DIR: the staged file was created in DIR (an O_TMPFILE
+# or a named temp whose descriptor strace -y shows below DIR).
+staged_in() {
+	grep -E "^[0-9]+ +openat\([^)]*(O_TMPFILE|O_CREAT\|O_EXCL)[^)]*\) = [0-9]+<$2/" "$1" >/dev/null && return 0
+	verbose "no staged file in $2: $(grep -E 'O_TMPFILE|O_EXCL' "$1" | head -3)"
+	return 1
+}
+
+# sftp_put TMPDIR-ARG NAME: upload $WORK/src as the user, traced.
+sftp_put() {
+	rm -f "$TRACE"
+	as_user sftp -b - -D "strace -f -y -qq -e trace=openat -o $TRACE $SFTP_SERVER -t $1 -l INFO -e" \
+	    >"$WORK/sftp.out" 2>&1 <<EOF
+put $WORK/src $DEST/$2
+EOF
+}
+
+sftp_put "$SHARED" a
+check "sftp-server -t DIR (1733, root's): the user's upload is staged there" \
+    staged_in "$TRACE" "$SHARED"
+check "... published complete, no note about the directory" \
+    eval 'cmp -s "$WORK/src" "$DEST/a" && ! grep -q "staging beside" "$WORK/sftp.out"'
+sftp_put "$PERUSER/%u" b
+check "sftp-server -t DIR/%u: staged in the user's own directory" \
+    staged_in "$TRACE" "$PERUSER/$TEST_USER"
+check "... published complete" cmp -s "$WORK/src" "$DEST/b"
+check "nothing left in either staging directory" \
+    test -z "$(find "$SHARED" "$PERUSER/$TEST_USER" -mindepth 1)"
+
+if [ -x "$SCP" ] && [ "$SCP" != /usr/bin/scp ]; then
+	# One C record fed to the sink, as an scp -O client would send it.
+	scp_put() {
+		rm -f "$TRACE"
+		{ printf 'C0644 %d %s\n' "$(stat -c %s "$WORK/src")" "$2"; cat "$WORK/src"; printf '\0'; } |
+		    as_user env ATOMIC_UPLOAD_TMPDIR="$1" \
+		    strace -f -y -qq -e trace=openat -o "$TRACE" "$SCP" -t "$DEST" \
+		    >"$WORK/scp.out" 2>&1
+	}
+	scp_put "$SHARED" c
+	check "scp -t, ATOMIC_UPLOAD_TMPDIR=DIR (1733): staged there" staged_in "$TRACE" "$SHARED"
+	check "... published complete" cmp -s "$WORK/src" "$DEST/c"
+	scp_put "$PERUSER/%u" d
+	check "scp -t, ATOMIC_UPLOAD_TMPDIR=DIR/%u: staged in the user's own" \
+	    staged_in "$TRACE" "$PERUSER/$TEST_USER"
+	check "... published complete, nothing left behind" \
+	    eval 'cmp -s "$WORK/src" "$DEST/d" && test -z "$(find "$SHARED" "$PERUSER/$TEST_USER" -mindepth 1)"'
+else
+	skip "scp -t with ATOMIC_UPLOAD_TMPDIR" "no atomic-upload scp built"
+fi
