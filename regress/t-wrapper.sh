@@ -54,7 +54,7 @@ make_root() {
 {
 	echo "prog=$PROG_NAME"
 	for a do printf 'arg=<%s>\n' "$a"; done
-	for v in TMPDIR SYNC STAGING MODIFY FALLBACK; do
+	for v in TMPDIR SYNC STAGING MODIFY LOG FALLBACK; do
 		eval "s=\${ATOMIC_UPLOAD_$v+set} x=\${ATOMIC_UPLOAD_$v-}"
 		if [ -n "$s" ]; then echo "$v=<$x>"; else echo "$v unset"; fi
 	done
@@ -87,7 +87,7 @@ reached() {
 	shift
 	[ "$who" = stock ] && who=$stock_name
 	want=$(echo "prog=$who"; for a do printf 'arg=<%s>\n' "$a"; done)
-	got=$(awk '/^(TMPDIR|SYNC|STAGING|MODIFY|FALLBACK|PATH|LD_PRELOAD)[ =]/{exit} {print}' "$R/rec" 2>/dev/null)
+	got=$(awk '/^(TMPDIR|SYNC|STAGING|MODIFY|LOG|FALLBACK|PATH|LD_PRELOAD)[ =]/{exit} {print}' "$R/rec" 2>/dev/null)
 	if [ "$got" != "$want" ]; then
 		verbose "wanted: $want"
 		verbose "got:    $got"
@@ -180,6 +180,7 @@ cat > "$R$DEFAULTS" <<'EOF'
 export ATOMIC_UPLOAD_SYNC=none
 ATOMIC_UPLOAD_SYNC=data # last one wins
 ATOMIC_UPLOAD_MODIFY='inplace'
+ATOMIC_UPLOAD_LOG=none
 ATOMIC_UPLOAD_STAGING=$(touch /pwned)
 ATOMIC_UPLOAD_STAGING=
 PATH=/evil
@@ -192,6 +193,7 @@ wrap -- -t /srv/in
 check "defaults file: quoted value with a space" env_is TMPDIR "/srv/stage %u"
 check "defaults file: export, trailing comment, last line wins" env_is SYNC data
 check "defaults file: single quotes" env_is MODIFY inplace
+check "defaults file: ATOMIC_UPLOAD_LOG" env_is LOG none
 check "defaults file: empty means unset" env_is STAGING unset
 check "defaults file: nothing executed" test ! -e "$R/pwned"
 check "defaults file: only ATOMIC_UPLOAD_ settings (PATH)" env_is PATH /usr/bin
