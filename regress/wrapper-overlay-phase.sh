@@ -90,47 +90,54 @@ else
 	skip "(overlay) openssh-client reinstall keeps the wrapper" "no openssh-client_$ver .deb in /var/cache/apt/archives"
 fi
 
-# End to end: a real sshd, whose sessions find /usr/bin/scp (the wrapper)
-# for "scp -t"; an scp -O upload as an ordinary user must be served by our
-# scp, staged in the directory named in the defaults file.
-if [ "$real_ours" = yes ]; then
-	STAGE=$WORK/stage
-	mkdir -p "$STAGE"
-	chmod 1733 "$STAGE"
-	echo "ATOMIC_UPLOAD_TMPDIR=$STAGE" > "$DEFAULTS"
-	start_sshd
-	DEST=$WORK/upload
+# e2e_upload LABEL USER-SSH-OPTIONS: an scp -O upload as the ordinary user
+# through the sshd those options reach; while it runs, our scp must hold
+# the staged file in $STAGE and the destination name must not exist.
+e2e_upload() {
+	local label=$1 opts=$2 pid scp_pid staged_by="" early="" i src
+	rm -rf "$DEST"
 	mkdir -p "$DEST"
 	chown "$TEST_USER" "$DEST"
-	head -c 3000000 /dev/urandom > "$WORK/big"
-	chmod 644 "$WORK/big"
-	as_user scp -O $USER_SSH_OPTS -l 8000 "$WORK/big" "$TEST_USER@localhost:$DEST/big" \
+	as_user scp -O $opts -l 8000 "$WORK/big" "$TEST_USER@localhost:$DEST/big" \
 	    >"$WORK/scp.out" 2>&1 &
 	scp_pid=$!
 	on_exit "kill $scp_pid"
-	staged_by=""
-	early=""
 	for i in $(seq 1 100); do
 		[ -e "$DEST/big" ] && { early=yes; break; }
-		for p in /proc/[0-9]*; do
-			[ "$(readlink "$p/exe" 2>/dev/null)" = "$OURS" ] || continue
-			if ls -l "$p/fd" 2>/dev/null | grep -qF -- "-> $STAGE/"; then
-				staged_by=${p#/proc/}
-			fi
+		for pid in /proc/[0-9]*; do
+			[ "$(readlink "$pid/exe" 2>/dev/null)" = "$OURS" ] || continue
+			ls -l "$pid/fd" 2>/dev/null | grep -qF -- "-> $STAGE/" &&
+			    staged_by=${pid#/proc/}
 		done
 		[ -n "$staged_by" ] && break
 		sleep 0.1
 	done
-	check "(e2e) mid-upload: our scp (exec'd by the wrapper) holds a file in the staging dir from $DEFAULTS" \
+	check "(e2e $label) mid-upload: our scp holds a file in the staging dir $STAGE" \
 	    test -n "$staged_by"
-	check "(e2e) mid-upload: nothing under the destination name" test -z "$early" -a ! -e "$DEST/big"
+	check "(e2e $label) mid-upload: nothing under the destination name" \
+	    test -z "$early" -a ! -e "$DEST/big"
 	wait "$scp_pid"
 	src=$?
-	check "(e2e) scp -O upload succeeds, content identical" \
+	check "(e2e $label) scp -O upload succeeds, content identical" \
 	    eval 'test "$src" -eq 0 && cmp -s "$WORK/big" "$DEST/big"'
-	check "(e2e) nothing left in the staging dir or beside the file" \
+	check "(e2e $label) nothing left in the staging dir or beside the file" \
 	    eval 'test -z "$(ls -A "$STAGE")" && test "$(ls -A "$DEST")" = big'
 	[ "$src" -eq 0 ] || sed 's/^/# /' "$WORK/scp.out"
+}
+
+# End to end, the wrapper: a real sshd whose sessions find /usr/bin/scp
+# (the wrapper) for "scp -t"; the staging directory comes from the
+# defaults file.
+if [ "$real_ours" = yes ]; then
+	STAGE=$WORK/stage
+	DEST=$WORK/upload
+	mkdir -p "$STAGE"
+	chmod 1733 "$STAGE"
+	echo "ATOMIC_UPLOAD_TMPDIR=$STAGE" > "$DEFAULTS"
+	head -c 3000000 /dev/urandom > "$WORK/big"
+	chmod 644 "$WORK/big"
+	start_sshd
+	e2e_upload wrapper "$USER_SSH_OPTS"
 else
 	skip "(e2e) sshd + scp -O through the wrapper" "scp not built yet"
 fi
@@ -146,7 +153,23 @@ check "(overlay) /usr/bin/scp is the distribution's again, byte-identical" \
 check "(overlay) dpkg's diversions are exactly as before" \
     test "$(dpkg-divert --list | sort)" = "$div_before"
 check "(overlay) no scp.distrib left" test ! -e /usr/bin/scp.distrib
+# End to end without the wrapper (README.atomic's alternative): one SetEnv
+# line puts our scp's directory first on the sessions' PATH and names the
+# staging directory; /usr/bin/scp is the distribution's again.
 if [ "$real_ours" = yes ]; then
+	rm -f "$DEFAULTS"
+	kd=$WORK/sshd
+	port2=$(free_port)
+	sed -e "s|^Port .*|Port $port2|" -e "s|^PidFile .*|PidFile $kd/sshd2.pid|" \
+	    -e "s|^SetEnv .*|SetEnv PATH=$(dirname "$OURS"):/usr/local/bin:/usr/bin:/bin ATOMIC_UPLOAD_TMPDIR=$STAGE|" \
+	    "$kd/sshd_config" > "$kd/sshd_config2"
+	"$(command -v sshd || echo /usr/sbin/sshd)" -D -e -f "$kd/sshd_config2" >"$kd/sshd2.log" 2>&1 &
+	on_exit "kill $!"
+	sed "s|^\tPort .*|\tPort $port2|" "$kd/ssh_config_user" > "$kd/ssh_config_user2"
+	chmod 644 "$kd/ssh_config_user2"
+	wait_for ssh -F "$kd/ssh_config_user2" root@localhost true 2>/dev/null ||
+	    wait_for as_user ssh -F "$kd/ssh_config_user2" "$TEST_USER@localhost" true
+	e2e_upload setenv "-F $kd/ssh_config_user2"
 	mk uninstall
 	check "(overlay) make uninstall removes our scp" test ! -e "$OURS"
 fi
