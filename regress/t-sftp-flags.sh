@@ -1,0 +1,367 @@
+#!/bin/bash
+# The command line, driven by OpenSSH's sftp over a pipe (sftp -D).
+# Stock's flags (-R, -p/-P, -Q, -d, -u, -l/-e/-f, usage errors) run side
+# by side with stock's /usr/lib/openssh/sftp-server: the same batch from
+# the same starting state must give the same client output, the same exit
+# status and the same files.  Our own flags (-t, -s, -n, -m) and their
+# environment variables are checked through what the server does: strace
+# shows where the staged file is created and what is flushed, inodes show
+# whether a file was replaced or written in place, and the INFO log says
+# so.  Ours-only parts print SKIP when SFTP_SERVER is stock's.
+tid=t-sftp-flags
+. "${SRC:-$(cd "$(dirname "$0")/.." && pwd)}/regress/test-lib.sh"
+
+[ -x "$STOCK_SFTP_SERVER" ] || fail "no stock server at $STOCK_SFTP_SERVER"
+ours=0
+[ "$SFTP_SERVER" != "$STOCK_SFTP_SERVER" ] && ours=1
+D="$WORK/d"
+UP="$WORK/up"
+printf 'uploaded content\n' >"$UP"
+chmod 644 "$UP"
+
+reset_d() {
+	rm -rf "$D"
+	mkdir -p "$D/sub"
+	printf 'existing\n' >"$D/f"
+	chmod 644 "$D/f"
+	rm -f "$WORK/got"
+}
+
+# state: what a reader of $D sees (names, types, sizes, modes, f's text).
+state() {
+	(cd "$D" && find . -printf '%p %y %s %m\n' | sort && cat f 2>/dev/null)
+}
+
+# both FLAGS...: run the batch $WORK/batch with ours and with stock, each
+# from a fresh $D, started as "SERVER FLAGS..."; the client's output with
+# its exit status, and then the state, land in $WORK/{out,state}.{ours,stock}.
+both() {
+	local who srv
+	for who in ours stock; do
+		srv=$SFTP_SERVER
+		[ $who = stock ] && srv=$STOCK_SFTP_SERVER
+		reset_d
+		sftp -b "$WORK/batch" -D "$srv $*" >"$WORK/out.$who" 2>&1
+		echo "exit $?" >>"$WORK/out.$who"
+		# df's free counts move between the two runs.
+		sed -i 's/^ *[0-9][0-9 %]*$/ (df figures)/' "$WORK/out.$who"
+		state >"$WORK/state.$who"
+	done
+}
+
+# same_as_stock DESC: the last "both" gave the same output and state.
+same_as_stock() {
+	if cmp -s "$WORK/out.ours" "$WORK/out.stock" &&
+	    cmp -s "$WORK/state.ours" "$WORK/state.stock"; then
+		ok "$1: same as stock"
+	else
+		notok "$1: differs from stock"
+		diff -u "$WORK/out.stock" "$WORK/out.ours" | sed 's/^/#   /'
+		diff -u "$WORK/state.stock" "$WORK/state.ours" | sed 's/^/#   /'
+	fi
+}
+
+# The batch: every kind of change, each allowed to fail ("-"), then reads.
+WRITES="-put $UP $D/new
+-put $UP $D/f
+-reput $UP $D/f
+-mkdir $D/m
+-rmdir $D/sub
+-rename $D/f $D/g
+-ln -s f $D/s
+-ln $D/f $D/h
+-chmod 600 $D/f
+-chgrp 0 $D/f
+-rm $D/f
+-df $D
+-get $D/f $WORK/got
+-ls $D"
+printf '%s\n' "$WRITES" >"$WORK/batch"
+
+# 1. Read-only mode.
+both -R
+same_as_stock "-R: every write refused, reads served"
+check "-R: nothing changed" test "$(state)" = "$(reset_d; state)"
+grep -q 'Permission denied' "$WORK/out.ours" ||
+    notok "-R: no Permission denied in the client output"
+
+# 2. Allow and deny lists.
+both -P write,mkdir,remove
+same_as_stock "-P write,mkdir,remove"
+both -p open,close,read,stat,lstat,fstat,realpath,opendir,readdir
+same_as_stock "-p (reads only)"
+both -P setstat,fsetstat -p open,close,write,read,stat,lstat,fstat,realpath,setstat,mkdir
+same_as_stock "-P and -p together (deny wins)"
+# Without posix-rename sftp falls back to the version 3 RENAME.
+printf 'rename %s/f %s/g\n-rename %s/g %s/sub\n' "$D" "$D" "$D" "$D" >"$WORK/batch"
+both -P posix-rename
+same_as_stock "-P posix-rename: plain rename, never replacing"
+
+# 3. -Q and usage errors: same output and exit status.
+for q in requests REQUESTS; do
+	a=$("$SFTP_SERVER" -Q $q 2>&1; echo "exit $?")
+	b=$("$STOCK_SFTP_SERVER" -Q $q 2>&1; echo "exit $?")
+	check "-Q $q: same list and status as stock" test "$a" = "$b"
+done
+for args in "-Q bogus" "-p open -p close" "-P open -P close" "-u 999" \
+    "-u abc" "-l bogus" "-f bogus" "-d %x" "-h" "-z"; do
+	"$SFTP_SERVER" $args </dev/null >/dev/null 2>&1
+	a=$?
+	"$STOCK_SFTP_SERVER" $args </dev/null >/dev/null 2>&1
+	b=$?
+	check "$args: exit status $a, stock's is $b" test $a = $b
+done
+for args in "-l info" "-l DEBUG3" "-f LOCAL0" "-f daemon" "-c" "-e" \
+    "-u 022" "-- localhost sftp"; do
+	"$SFTP_SERVER" $args </dev/null >/dev/null 2>&1
+	check "$args accepted (exit status $?)" test $? = 0
+done
+
+# 4. -d start directory, with expansions (a relative path then lands
+#    there).
+mkdir -p "$WORK/start/root-0" "$WORK/start/%"
+printf 'pwd\n-put %s rel\n' "$UP" >"$WORK/batch"
+for dir in "$WORK/start/%u-%U" "%d" "~" "~root" "$WORK/start/%%" \
+    "$WORK/nonexistent"; do
+	rm -f "$WORK/start/root-0/rel" "/root/rel" "$WORK/rel"
+	both -d "$dir"
+	rm -f "$WORK/start/root-0/rel" "/root/rel" "$WORK/rel"
+	same_as_stock "-d $dir: $(grep 'Remote working' "$WORK/out.ours")"
+done
+rm -rf "$WORK/start/%"
+if [ "$(id -u)" = 0 ]; then
+	test_user_setup
+	mkdir -p "$WORK/start/$TEST_USER-$TEST_UID"
+	chmod 755 "$WORK/start"
+	chown "$TEST_USER" "$WORK/start/$TEST_USER-$TEST_UID"
+	printf 'pwd\n' >"$WORK/batch"
+	chmod 644 "$WORK/batch"
+	for srv in "$SFTP_SERVER" "$STOCK_SFTP_SERVER"; do
+		as_user sftp -q -b "$WORK/batch" -D "$srv -d $WORK/start/%u-%U" 2>&1
+	done 2>&1 | grep '^Remote working' >"$WORK/out"
+	check "-d %u-%U as $TEST_USER: $(head -1 "$WORK/out")" \
+	    test "$(sed -n 1p "$WORK/out")" = "Remote working directory: $WORK/start/$TEST_USER-$TEST_UID" \
+	    -a "$(sed -n 1p "$WORK/out")" = "$(sed -n 2p "$WORK/out")"
+else
+	skip "-d %u-%U as another user" "needs root"
+fi
+
+# 5. -u umask on new files and directories.
+printf 'put %s %s/new\nmkdir %s/m\n' "$UP" "$D" "$D" >"$WORK/batch"
+chmod 666 "$UP"
+for u in 077 0 027; do
+	both -u $u
+	same_as_stock "-u $u: $(cd "$D" && stat -c '%n %a' new m | tr '\n' ' ')"
+done
+chmod 644 "$UP"
+
+# 6. Logging: at INFO and VERBOSE our lines are stock's, plus one commit
+#    line per upload (and no "stage" line: staging worked).  stock counts
+#    users-groups-by-id's ids wrong in its log line ("N users, 0 groups"
+#    with N = users + groups): the numbers of that line are not compared.
+printf '%s\n' "$WRITES" "put $UP $D/second" "-rm $D/nonexistent" >"$WORK/batch"
+for lv in INFO VERBOSE; do
+	both -e -l $lv
+	for who in ours stock; do
+		grep -v -e '^exit ' -e '^sftp> ' -e '^Remote working' "$WORK/out.$who" |
+		    grep -v -e '^commit "' -e '^abort "' -e '^stage "' |
+		    sed 's/^\(users-groups-by-id:\) .*/\1 N/' |
+		    grep -v -e '^-rw' -e '^d' -e '^l' -e '^ *Size' -e '^ *[0-9]' \
+		    >"$WORK/log.$who"
+	done
+	if cmp -s "$WORK/log.ours" "$WORK/log.stock"; then
+		ok "-l $lv: stock's log lines ($(wc -l <"$WORK/log.ours") lines)"
+	else
+		notok "-l $lv: log lines differ from stock's"
+		diff -u "$WORK/log.stock" "$WORK/log.ours" | sed 's/^/#   /'
+	fi
+	if [ $ours = 1 ]; then
+		n=$(grep -c '^commit "' "$WORK/out.ours")
+		c=$(grep -c '^open ".*" flags WRITE' "$WORK/out.ours")
+		check "-l $lv: a commit line per upload ($n of $c)" \
+		    test "$n" = "$c" -a "$n" -ge 3
+		check "-l $lv: commit lines have path, bytes, seconds, method" \
+		    grep -q "^commit \"$D/second\" bytes 17 seconds [0-9.]* method " \
+		    "$WORK/out.ours"
+	fi
+done
+# Without -e nothing goes to stderr (syslog instead), at any level.
+printf 'put %s %s/x\n' "$UP" "$D" >"$WORK/batch"
+reset_d
+for srv in "$SFTP_SERVER" "$STOCK_SFTP_SERVER"; do
+	sftp -q -b "$WORK/batch" -D "$srv -l DEBUG3 -f LOCAL1" 2>"$WORK/out" >/dev/null
+	check "no -e: no log on stderr ($srv)" test ! -s "$WORK/out"
+done
+# At the default level (ERROR) with -e, a session that goes well logs
+# nothing.
+for srv in "$SFTP_SERVER" "$STOCK_SFTP_SERVER"; do
+	sftp -q -b "$WORK/batch" -D "$srv -e" 2>"$WORK/out" >/dev/null
+	check "-e at ERROR: a clean session logs nothing ($srv)" test ! -s "$WORK/out"
+done
+
+# 7. Our own flags.
+if [ $ours = 0 ]; then
+	skip "-t, -s, -n, -m and ATOMIC_UPLOAD_*" "stock server"
+	exit 0
+fi
+if ! command -v strace >/dev/null 2>&1 ||
+    ! strace -f -o /dev/null true >/dev/null 2>&1; then
+	skip "-t, -s and ATOMIC_UPLOAD_* through strace" "no strace or no ptrace"
+	have_strace=0
+else
+	have_strace=1
+fi
+STAGE="$WORK/stage"
+OTHER="$WORK/other"
+mkdir -p "$STAGE" "$OTHER"
+chmod 700 "$STAGE" "$OTHER"
+printf 'put %s %s/f\n' "$UP" "$D" >"$WORK/batch"
+
+# traced [VAR=VALUE...] -- FLAGS...: upload once with the server under
+# strace -y (descriptors shown with their paths); the trace in
+# $WORK/trace, the server's INFO log in $WORK/out.
+traced() {
+	local envs=()
+	while [ "$1" != -- ]; do
+		envs+=("$1")
+		shift
+	done
+	shift
+	reset_d
+	env "${envs[@]}" ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+	    strace -f -qq -y -o "$WORK/trace" \
+	    -e trace=openat,fsync,fdatasync,sync_file_range \
+	    sftp -q -b "$WORK/batch" -D "$SFTP_SERVER -e -l INFO $*" \
+	    >"$WORK/out" 2>&1
+	cmp -s "$UP" "$D/f" || notok "upload with $* ${envs[*]}: wrong content"
+}
+# staged_in DIR: the staged file was created in DIR.
+staged_in() { grep -q "openat([0-9]*<$1>, \"\\.\", .*O_TMPFILE" "$WORK/trace" ||
+    grep -q "openat([0-9]*<$1>, \"\\.[^\"]*\", .*O_CREAT|O_EXCL" "$WORK/trace"; }
+# syncs: "F D": how many fsync/fdatasync hit a file in $D (or the staged
+# file) and how many the directory $D itself.
+syncs() {
+	local f d
+	f=$(grep -E '^[0-9]+ +(fsync|fdatasync)\(' "$WORK/trace" | grep -vc "($D>\|<$D>)")
+	d=$(grep -E '^[0-9]+ +(fsync|fdatasync)\(' "$WORK/trace" | grep -c "<$D>)")
+	echo "$f $d"
+}
+
+if [ $have_strace = 1 ]; then
+	traced -- -t "$STAGE"
+	check "-t: staged in the staging directory" staged_in "$STAGE"
+	traced ATOMIC_UPLOAD_TMPDIR="$STAGE" --
+	check "ATOMIC_UPLOAD_TMPDIR: staged there" staged_in "$STAGE"
+	traced ATOMIC_UPLOAD_TMPDIR="$OTHER" -- -t "$STAGE"
+	check "-t wins over ATOMIC_UPLOAD_TMPDIR" staged_in "$STAGE"
+	traced --
+	check "no -t: staged beside the destination" staged_in "$D"
+	traced -- -t "$WORK/start/%u-%U"
+	check "-t with %u-%U: staged in $WORK/start/root-0" staged_in "$WORK/start/root-0"
+
+	traced --
+	check "default durability (full): file and directory flushed ($(syncs))" \
+	    test "$(syncs | awk '{ print ($1 >= 1 && $2 >= 1) }')" = 1
+	traced -- -s full
+	check "-s full: file and directory flushed ($(syncs))" \
+	    test "$(syncs | awk '{ print ($1 >= 1 && $2 >= 1) }')" = 1
+	traced -- -s data
+	check "-s data: only the file flushed ($(syncs))" \
+	    test "$(syncs | awk '{ print ($1 >= 1 && $2 == 0) }')" = 1
+	traced -- -s none
+	check "-s none: nothing flushed ($(syncs))" test "$(syncs)" = "0 0"
+	traced ATOMIC_UPLOAD_SYNC=none --
+	check "ATOMIC_UPLOAD_SYNC=none: nothing flushed ($(syncs))" test "$(syncs)" = "0 0"
+	traced ATOMIC_UPLOAD_SYNC=data --
+	check "ATOMIC_UPLOAD_SYNC=data: only the file flushed ($(syncs))" \
+	    test "$(syncs | awk '{ print ($1 >= 1 && $2 == 0) }')" = 1
+	traced ATOMIC_UPLOAD_SYNC=none -- -s full
+	check "-s wins over ATOMIC_UPLOAD_SYNC ($(syncs))" \
+	    test "$(syncs | awk '{ print ($1 >= 1 && $2 >= 1) }')" = 1
+fi
+
+# A staging directory on another filesystem is not used (no copy across
+# filesystems): staged beside the destination, and the log says why.
+SHM=/dev/shm
+if [ -d $SHM ] && [ "$(stat -c %d $SHM)" != "$(stat -c %d "$WORK")" ]; then
+	mkdir -p "$SHM/au-$tid-$$"
+	chmod 700 "$SHM/au-$tid-$$"
+	on_exit "rm -rf $SHM/au-$tid-$$"
+	reset_d
+	sftp -q -b "$WORK/batch" -D "$SFTP_SERVER -e -l INFO -t $SHM/au-$tid-$$" \
+	    >"$WORK/out" 2>&1
+	check "-t on another filesystem: upload done" cmp -s "$UP" "$D/f"
+	check "-t on another filesystem: logged ($(grep '^stage ' "$WORK/out"))" \
+	    grep -q "^stage \"$D/f\": " "$WORK/out"
+	check "-t on another filesystem: nothing left there" \
+	    entries "$SHM/au-$tid-$$"
+else
+	skip "-t on another filesystem" "/dev/shm missing or on the same filesystem"
+fi
+# A world-writable staging directory without the sticky bit is refused.
+mkdir -p "$WORK/open"
+chmod 777 "$WORK/open"
+reset_d
+sftp -q -b "$WORK/batch" -D "$SFTP_SERVER -e -l INFO -t $WORK/open" >"$WORK/out" 2>&1
+check "-t world-writable, not sticky: upload done beside the destination" \
+    cmp -s "$UP" "$D/f"
+check "-t world-writable, not sticky: refused, and said so" \
+    grep -q "^stage \"$D/f\": .*world-writable" "$WORK/out"
+check "-t world-writable, not sticky: nothing left there" entries "$WORK/open"
+
+# Staging off: a replaced file keeps its inode (written in place, as
+# stock writes it); with staging it gets a new one.
+# inode_kept [VAR=VALUE...] -- FLAGS...: upload over $D/f with these
+# environment variables and flags; true if its inode did not change.
+inode_kept() {
+	local ino envs=()
+	while [ "$1" != -- ]; do
+		envs+=("$1")
+		shift
+	done
+	shift
+	reset_d
+	ino=$(stat -c %i "$D/f")
+	env "${envs[@]}" sftp -q -b "$WORK/batch" -D "$SFTP_SERVER -e -l INFO $*" \
+	    >"$WORK/out" 2>&1
+	cmp -s "$UP" "$D/f" || { verbose "wrong content"; return 2; }
+	[ "$(stat -c %i "$D/f")" = "$ino" ]
+}
+inode_kept --
+check "default: the file is replaced (new inode)" test $? = 1
+check "default: the commit line says staged" \
+    grep -q '^commit .* method \(tmpfile\|named\)' "$WORK/out"
+inode_kept -- -n
+check "-n: written in place (same inode)" test $? = 0
+check "-n: the commit line says direct" grep -q '^commit .* method direct' "$WORK/out"
+inode_kept ATOMIC_UPLOAD_STAGING=off --
+check "ATOMIC_UPLOAD_STAGING=off: written in place" test $? = 0
+inode_kept ATOMIC_UPLOAD_STAGING=off -- -s full
+check "-s alone leaves ATOMIC_UPLOAD_STAGING=off in force" test $? = 0
+
+# -m: a write without truncation (reput) on an existing file.
+printf 'reput %s %s/f\n' "$UP" "$D" >"$WORK/batch"
+printf 'uploa' >"$WORK/partial"
+for m in copy inplace; do
+	reset_d
+	cp "$WORK/partial" "$D/f"
+	ino=$(stat -c %i "$D/f")
+	sftp -q -b "$WORK/batch" -D "$SFTP_SERVER -m $m" >"$WORK/out" 2>&1
+	check "-m $m: reput completes the file" cmp -s "$UP" "$D/f"
+	if [ $m = copy ]; then
+		check "-m copy: a staged copy replaced the file" \
+		    test "$(stat -c %i "$D/f")" != "$ino"
+	else
+		check "-m inplace: the file was modified in place" \
+		    test "$(stat -c %i "$D/f")" = "$ino"
+	fi
+done
+check "no debris in the destination" entries "$D" f sub
+check "no debris in the staging directory" entries "$STAGE"
+
+# -h documents our flags.
+"$SFTP_SERVER" -h >"$WORK/out" 2>&1
+for f in -t -s -n -m; do
+	check "-h mentions $f" grep -q -- "\\[$f \\|-[a-zA-Z]*${f#-}[a-zA-Z]*\\]" "$WORK/out"
+done
+exit 0
