@@ -1517,6 +1517,25 @@ process_mkdir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	return send_status(s, id, mkdir(s->path1, mode) == 0 ? 0 : errno);
 }
 
+/* Does one of this session's staged uploads go into directory DIR? */
+static int
+uploading_into(const struct sftp_session *s, const char *dir)
+{
+	struct stat st;
+	unsigned int i;
+
+	if (s->nstaged == 0 || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+		return 0;
+	for (i = 0; i < s->nslots; i++) {
+		const struct handle *h = &s->handles[i];
+
+		if (h->kind == HANDLE_FILE && h->sf != NULL && h->have_dest &&
+		    h->dest_dev == st.st_dev && h->dest_ino == st.st_ino)
+			return 1;
+	}
+	return 0;
+}
+
 static int
 process_rmdir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 {
@@ -1526,6 +1545,14 @@ process_rmdir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		return r;
 	debug3("request %u: rmdir", id);
 	logit("rmdir name \"%s\"", s->path1);
+	if (uploading_into(s, s->path1)) {
+		/* Stock's file would be in the directory, keeping it from
+		 * being removed; a staged one is not, and its commit would
+		 * then fail. */
+		verbose("rmdir \"%s\": an upload into it is in flight",
+		    s->path1);
+		return send_status(s, id, ENOTEMPTY);
+	}
 	return send_status(s, id, rmdir(s->path1) == 0 ? 0 : errno);
 }
 
