@@ -69,6 +69,56 @@ check "no debris after the completed uploads" \
     entries "$D" big small empty chunked replaced readback
 check "staging directory empty after the completed uploads" entries "$STAGE"
 
+# Names changed while an upload is in flight (sftp-server.8, ATOMIC
+# UPLOADS): the upload is published under the name it was opened with,
+# whatever became of that name; a directory renamed meanwhile takes the
+# upload with it; this session cannot remove a directory it is uploading
+# into (Failure, as stock: stock's file is in it), and when another
+# session removes it the close fails.  Stock differs on purpose: its file
+# is the name, so it moves and goes with it.
+I="$WORK/inflight"
+mkdir -p "$I/dmv" "$I/drm" "$I/drm2"
+for n in old-rm old-rm2 old-mv old-pmv; do
+	printf 'old %s\n' $n >"$I/$n"
+done
+pm inflight "$I" >"$WORK/out" 2>"$WORK/err" ||
+    notok "in-flight renames: client failed: $(tail -3 "$WORK/err")"
+# result SCENARIO STEP: the client's outcome.
+result() { awk -v s="$1" -v t="$2" '$1 == s && $2 == t { print $3 }' "$WORK/out"; }
+# holds FILE TEXT: FILE's content is TEXT.
+holds() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
+new() { printf 'new content of %s' "$1"; }
+if [ "$SFTP_SERVER" = "$STOCK_SFTP_SERVER" ]; then
+	sed 's/^/# stock: /' "$WORK/out"
+	skip "uploads in flight: renames and removes" "stock server"
+else
+	expect() {
+		local label=$1 act=$2 close=$3
+		shift 3
+		if [ "$(result "$label" act)" = "$act" ] &&
+		    [ "$(result "$label" close)" = "$close" ] && "$@"; then
+			ok "in flight: $label: $act, close $close, result as documented"
+		else
+			notok "in flight: $label: $(grep "^$label " "$WORK/out" | tr '\n' ' ')"
+		fi
+	}
+	expect remove-new "error:No" ok holds "$I/new-rm" "$(new new-rm)"
+	expect remove-old ok ok holds "$I/old-rm" "$(new old-rm)"
+	expect rename-new "error:No" ok \
+	    eval 'holds "$I/new-mv" "$(new new-mv)" && [ ! -e "$I/new-mv.moved" ]'
+	expect rename-old ok ok \
+	    eval 'holds "$I/old-mv" "$(new old-mv)" && holds "$I/old-mv.moved" "old old-mv"'
+	expect posix-rename-old ok ok \
+	    eval 'holds "$I/old-pmv" "$(new old-pmv)" && holds "$I/old-pmv.moved" "old old-pmv"'
+	expect rename-dir ok ok \
+	    eval 'holds "$I/dmv.moved/f" "$(new dmv/f)" && [ ! -e "$I/dmv" ]'
+	expect rmdir-dir "error:Failure" ok holds "$I/drm/f" "$(new drm/f)"
+	expect rmdir-dir-other-session ok "error:Commit" test ! -e "$I/drm2"
+	expect remove-old-other-session ok ok holds "$I/old-rm2" "$(new old-rm2)"
+	check "in flight: no debris" entries "$I" new-rm old-rm new-mv old-mv \
+	    old-mv.moved old-pmv old-pmv.moved dmv.moved drm old-rm2
+fi
+
 # The transport closes without CLOSE.
 printf 'previous content\n' >"$D/old"
 for f in new old; do

@@ -16,6 +16,11 @@ the failure on stderr and exits 1):
                         (MTIME, MTIME) through the handle, then close
   readback REMOTE       open "w+", write, seek back and read through the
                         same handle: the staged data
+  inflight DIR          names of uploads in flight changed by REMOVE,
+                        RENAME, posix-rename, and their directory
+                        renamed or removed; prints "SCENARIO STEP RESULT"
+                        lines for the test to judge (RESULT is "ok" or
+                        the error)
   vanish LOCAL REMOTE   write half of LOCAL to REMOTE and close the
                         transport without CLOSE; prints "written" first
   hang LOCAL REMOTE     write half, print "written", then sleep (to be
@@ -85,6 +90,51 @@ def mode_readback(sftp, remote):
     f.close()
 
 
+def outcome(fn):
+    try:
+        fn()
+        return "ok"
+    except IOError as e:
+        return "error:%s" % (e.strerror or e.args[0] if e.args else e)
+
+
+def checked_close(sftp, f):
+    """Close f and report the server's status: SFTPFile.close() ignores
+    a failed CLOSE (paramiko swallows the error)."""
+    f.flush()
+    f._closed = True
+    sftp._request(paramiko.sftp.CMD_CLOSE, f.handle)
+
+
+def mode_inflight(client, sftp, d):
+    """Each scenario: open NAME for writing, write, act on the name while
+    the handle is open, then close."""
+    other = client.open_sftp()      # a second session (its own server)
+    scenarios = [
+        ("remove-new", "new-rm", lambda n: sftp.remove(n)),
+        ("remove-old", "old-rm", lambda n: sftp.remove(n)),
+        ("rename-new", "new-mv", lambda n: sftp.rename(n, n + ".moved")),
+        ("rename-old", "old-mv", lambda n: sftp.rename(n, n + ".moved")),
+        ("posix-rename-old", "old-pmv",
+         lambda n: sftp.posix_rename(n, n + ".moved")),
+        ("rename-dir", "dmv/f",
+         lambda n: sftp.rename(d + "/dmv", d + "/dmv.moved")),
+        ("rmdir-dir", "drm/f", lambda n: sftp.rmdir(d + "/drm")),
+        ("rmdir-dir-other-session", "drm2/f",
+         lambda n: other.rmdir(d + "/drm2")),
+        ("remove-old-other-session", "old-rm2", lambda n: other.remove(n)),
+    ]
+    for label, name, act in scenarios:
+        path = d + "/" + name
+        f = sftp.open(path, "wb")
+        f.write(("new content of %s\n" % name).encode())
+        f.flush()
+        print(label, "act", outcome(lambda: act(path)))
+        print(label, "close", outcome(lambda: checked_close(sftp, f)),
+              flush=True)
+    other.close()
+
+
 def write_half(sftp, local, remote):
     data = open(local, "rb").read()
     f = sftp.open(remote, "wb")
@@ -123,6 +173,8 @@ def main(argv):
             mode_chunks(sftp, args[1], args[2], int(args[3]), int(args[4]))
         elif mode == "readback":
             mode_readback(sftp, args[1])
+        elif mode == "inflight":
+            mode_inflight(client, sftp, args[1])
         elif mode == "vanish":
             # Keep the file object: paramiko sends CLOSE when it is
             # garbage collected.
