@@ -217,10 +217,12 @@ mkdir -p "$STAGE" "$OTHER"
 chmod 700 "$STAGE" "$OTHER"
 printf 'put %s %s/f\n' "$UP" "$D" >"$WORK/batch"
 
-# traced [VAR=VALUE...] -- FLAGS...: upload once with the server under
-# strace -y (descriptors shown with their paths); the trace in
-# $WORK/trace, the server's INFO log in $WORK/out.
-traced() {
+# upload_with [VAR=VALUE...] -- FLAGS...: from a fresh $D, upload $UP
+# over $D/f with sftp -D, the server run with these environment variables
+# and flags at INFO, under the command prefix in the array $wrap (if
+# any); its log in $WORK/out.  False if the content is wrong.
+wrap=()
+upload_with() {
 	local envs=()
 	while [ "$1" != -- ]; do
 		envs+=("$1")
@@ -228,12 +230,22 @@ traced() {
 	done
 	shift
 	reset_d
-	env "${envs[@]}" ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
-	    strace -f -qq -y -o "$WORK/trace" \
-	    -e trace=openat,fsync,fdatasync,sync_file_range \
+	before_ino=$(stat -c %i "$D/f")
+	env "${envs[@]}" "${wrap[@]}" \
 	    sftp -q -b "$WORK/batch" -D "$SFTP_SERVER -e -l INFO $*" \
 	    >"$WORK/out" 2>&1
-	cmp -s "$UP" "$D/f" || notok "upload with $* ${envs[*]}: wrong content"
+	cmp -s "$UP" "$D/f" && return 0
+	notok "upload with ${envs[*]} $*: wrong content"
+	return 1
+}
+# traced ARGS...: upload_with under strace -y (descriptors shown with
+# their paths); the trace in $WORK/trace.
+traced() {
+	wrap=(env ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+	    strace -f -qq -y -o "$WORK/trace"
+	    -e trace=openat,fsync,fdatasync,sync_file_range)
+	upload_with "$@"
+	wrap=()
 }
 # staged_in DIR: the staged file was created in DIR.
 staged_in() { grep -q "openat([0-9]*<$1>, \"\\.\", .*O_TMPFILE" "$WORK/trace" ||
@@ -311,21 +323,10 @@ check "-t world-writable, not sticky: nothing left there" entries "$WORK/open"
 
 # Staging off: a replaced file keeps its inode (written in place, as
 # stock writes it); with staging it gets a new one.
-# inode_kept [VAR=VALUE...] -- FLAGS...: upload over $D/f with these
-# environment variables and flags; true if its inode did not change.
+# inode_kept ARGS...: upload_with; true if $D/f kept its inode.
 inode_kept() {
-	local ino envs=()
-	while [ "$1" != -- ]; do
-		envs+=("$1")
-		shift
-	done
-	shift
-	reset_d
-	ino=$(stat -c %i "$D/f")
-	env "${envs[@]}" sftp -q -b "$WORK/batch" -D "$SFTP_SERVER -e -l INFO $*" \
-	    >"$WORK/out" 2>&1
-	cmp -s "$UP" "$D/f" || { verbose "wrong content"; return 2; }
-	[ "$(stat -c %i "$D/f")" = "$ino" ]
+	upload_with "$@" || return 2
+	[ "$(stat -c %i "$D/f")" = "$before_ino" ]
 }
 inode_kept --
 check "default: the file is replaced (new inode)" test $? = 1
