@@ -14,6 +14,13 @@ usage: watch.py [options] DIR...
                   is done
   --stop FILE     stop when FILE exists (SIGTERM and SIGINT stop too)
   --quiet         no per-name summary
+  --events LIST   look at a name only on these inotify events (comma-
+                  separated: create,moved_to,modify,close_write,attrib),
+                  as a processing script waiting for, say,
+                  "close_write,moved_to" does; default: all of them
+  --empty REGEX   names matching REGEX are uploads of empty files: they
+                  are complete when 0 bytes long (anything else there
+                  is checked as usual)
 
 Every visible regular file must be self-describing (regress/helpers/
 mkpayload.py): a header line with the payload length and its sha256,
@@ -100,10 +107,11 @@ class Inotify:
 
 
 class Watcher:
-    def __init__(self, dirs, check_all, allow):
+    def __init__(self, dirs, check_all, allow, empty=None):
         self.dirs = dirs
         self.check_all = check_all
         self.allow = re.compile(allow) if allow else None
+        self.empty = re.compile(empty) if empty else None
         self.good_keys = set()      # (dev, ino, size, mtime, ctime)
         self.names = {}             # "dir/name" -> stats dict
         self.offences = []          # (path, why), first per path and why
@@ -154,7 +162,11 @@ class Watcher:
             if self.allow and not self.allow.search(name):
                 self.offend(path, "unexpected name")
                 return
-            why = self.verify(fd, st)
+            if (st.st_size == 0 and self.empty is not None and
+                    self.empty.search(name)):
+                why = None
+            else:
+                why = self.verify(fd, st)
             if why is None:
                 s["complete"] += 1
             else:
@@ -220,6 +232,9 @@ def main(argv):
     allow = None
     ready = stop = None
     quiet = False
+    empty = None
+    trigger = (IN_CREATE | IN_MOVED_TO | IN_MODIFY | IN_CLOSE_WRITE |
+               IN_ATTRIB)
     dirs = []
     args = list(argv[1:])
     while args:
@@ -238,6 +253,16 @@ def main(argv):
             stop = args.pop(0)
         elif a == "--quiet":
             quiet = True
+        elif a == "--empty":
+            empty = args.pop(0)
+        elif a == "--events":
+            bits = dict((label, bit) for bit, label in EVENT_NAMES)
+            trigger = 0
+            for label in args.pop(0).split(","):
+                if label not in bits:
+                    sys.stderr.write("unknown event %s\n" % label)
+                    return 2
+                trigger |= bits[label]
         elif a.startswith("-"):
             sys.stderr.write(__doc__)
             return 2
@@ -251,7 +276,7 @@ def main(argv):
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
 
-    w = Watcher(dirs, check_all, allow)
+    w = Watcher(dirs, check_all, allow, empty)
     ino = None
     if use_inotify:
         ino = Inotify()
@@ -278,8 +303,7 @@ def main(argv):
                         w.overflows += 1
                         continue
                     w.note_event(d, name, mask)
-                    if mask & (IN_CREATE | IN_MOVED_TO | IN_MODIFY |
-                               IN_CLOSE_WRITE | IN_ATTRIB):
+                    if mask & trigger:
                         if (d, name) not in todo:
                             todo.append((d, name))
                 for d, name in todo:
@@ -294,7 +318,8 @@ def main(argv):
         for d, name, mask in ino.read():
             if d is not None:
                 w.note_event(d, name, mask)
-                w.check(d, name)
+                if mask & trigger:
+                    w.check(d, name)
     w.scan()
 
     if not quiet:

@@ -1,0 +1,34 @@
+#!/bin/bash
+# The atomicity torture test (regress/torture/torture.sh) for a short
+# while: concurrent uploads by every client we have through a real sshd,
+# random SIGKILLs, clients vanishing without CLOSE, overwrites of the same
+# names, and two watchers reading the destination.  Its summary line is
+# turned into TAP results here.  TORTURE_SECONDS sets the duration
+# (default 35); against stock (SFTP_SERVER=/usr/lib/openssh/sftp-server
+# SCP=/usr/bin/scp) the partial-file checks fail.
+tid=t-torture
+. "${SRC:-$(cd "$(dirname "$0")/.." && pwd)}/regress/test-lib.sh"
+need_root
+
+out="$WORK/torture.out"
+tid=t-torture-run bash "$SRC/regress/torture/torture.sh" \
+    --duration "${TORTURE_SECONDS:-35}" --workers 5 >"$out" 2>&1
+rc=$?
+sed 's/^\([^#]\)/# \1/' "$out"
+line=$(grep '^torture:' "$out")
+[ -n "$line" ] || fail "torture.sh printed no summary (exit $rc)"
+
+# field NAME: the number after "NAME=" in the summary line.
+field() { printf '%s\n' "$line" | sed -n "s/.*[ ([]$1=\([0-9]*\).*/\1/p"; }
+
+check "uploads committed ($(field committed) of $(field uploads))" \
+    test "$(field committed)" -gt 0
+check "clients SIGKILLed mid-upload ($(field kills))" test "$(field kills)" -gt 0
+check "no partial file seen by the watchers (poll $(field poll), inotify $(field inotify))" \
+    test "$(field partial_sightings)" = 0
+check "no partial file at the end" test "$(field final_partial)" = 0
+check "no committed upload lost" test "$(field lost)" = 0
+check "no debris in the destination" test "$(field destination)" = 0
+check "staging directory empty" test "$(field staging)" = 0
+check "torture.sh exit status 0" test "$rc" = 0
+exit 0
