@@ -54,16 +54,6 @@ reset() {
 	printf '%s' "$OLD" >"$D/f"
 }
 
-# entries DIR NAME...: DIR holds exactly these names (no debris).
-entries() {
-	local dir=$1 want got
-	shift
-	want=$(printf '%s\n' "$@" | sed '/^$/d' | sort | tr '\n' ' ')
-	got=$(ls -A "$dir" | sort | tr '\n' ' ')
-	[ "$got" = "$want" ] && return 0
-	verbose "$dir holds [$got], want [$want]"
-	return 1
-}
 is_old() { [ -f "$1" ] && [ "$(cat "$1")" = "$OLD" ]; }
 
 # has DESC PATTERN: ok if $out matches the glob PATTERN.
@@ -252,7 +242,6 @@ chmod 755 "$WRAP"
 REAL_SFTP_SERVER=$SFTP_SERVER
 SFTP_SERVER=$WRAP SFTP_SERVER_ARGS="-e -l INFO" start_sshd
 SFTP_SERVER=$REAL_SFTP_SERVER
-sessions_gone() { [ -z "$(ps -o pid= --ppid "$SSHD_PID")" ]; }
 
 # env_case LINES: the environment of the next servers ("" for none).
 env_case() { printf '%s\n' "$@" >"$WORK/server.env"; }

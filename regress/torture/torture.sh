@@ -90,6 +90,7 @@ for s in $SIZES; do
 	done
 done
 read -r -a SIZE_LIST <<<"$SIZES"
+BIG_LIST=(4M 12M 32M)
 
 # The session's scp: the sink under test, staging where sftp-server does.
 mkdir -p "$OBJ/regress/work/bin"
@@ -130,8 +131,8 @@ wait_for test -e "$WORK/ready.poll" -a -e "$WORK/ready.inotify" ||
     fail "watchers did not start"
 
 # client KIND MODE SRC NAME: run one upload in the foreground.
-#   MODE put: a normal upload; vanish: leave without CLOSE (libssh2 and
-#   paramiko; the others just upload).
+#   MODE put: a normal upload; vanish: leave without CLOSE; hang: write
+#   half, print "written", wait to be killed (libssh2 and paramiko only).
 client() {
 	local kind=$1 mode=$2 src=$3 name=$4
 	case $kind in
@@ -150,12 +151,26 @@ client() {
 	esac
 }
 
+# wait_written PID N: until process PID has written N bytes (wchar of
+# /proc/PID/io: write(2) to files and pipes) or is gone.
+wait_written() {
+	local pid=$1 want=$2 k v
+	while [ -r "/proc/$pid/io" ]; do
+		while read -r k v; do
+			[ "$k" = wchar: ] && break
+		done <"/proc/$pid/io" 2>/dev/null
+		[ "$k" = wchar: ] && [ "${v:-0}" -ge "$want" ] && return 0
+		sleep 0.02
+	done
+	return 1
+}
+
 # worker N: uploads until the deadline.  Each upload is logged as
 #   KIND MODE SIZE NAME FATE RC
 # FATE done (ran to the end; RC its exit status), killed (SIGKILLed while
 # running), or vanished (left without CLOSE on purpose).
 worker() {
-	local w=$1 n=0 kind size v src name fate mode pid ms rc r
+	local w=$1 n=0 kind size v src name fate mode pid ms rc r bytes out
 	RANDOM=$((SEED + w * 7919))
 	while [ "$(date +%s)" -lt "$DEADLINE" ]; do
 		kind=${KINDS[$(((w + n + RANDOM % 2) % ${#KINDS[@]}))]}
@@ -174,16 +189,43 @@ worker() {
 		r=$((RANDOM % 100))
 		if [ $r -lt 25 ]; then
 			fate=kill
+			# Mostly a big file.
+			if [ $((RANDOM % 4)) != 0 ]; then
+				size=${BIG_LIST[$((RANDOM % ${#BIG_LIST[@]}))]}
+				src="$POOL/$size$v"
+				name="f-$((RANDOM % 4)).dat"
+			fi
 		elif [ $r -lt 35 ] && { [ $kind = libssh2 ] || [ $kind = paramiko ]; }; then
 			fate=vanished
 			mode=vanish
 		fi
-		client "$kind" "$mode" "$src" "$name" >/dev/null 2>>"$WORK/client.err" &
+		# libssh2 and paramiko write to their socket with send(), which
+		# /proc/PID/io does not count: half of their kills come after
+		# "hang" mode has had the first half acknowledged.
+		if [ $fate = kill ] && [ $((RANDOM % 2)) = 1 ] &&
+		    { [ $kind = libssh2 ] || [ $kind = paramiko ]; }; then
+			mode=hang
+		fi
+		out="$WORK/out.$w"
+		client "$kind" "$mode" "$src" "$name" >"$out" 2>>"$WORK/client.err" &
 		pid=$!
 		if [ $fate = kill ]; then
-			# 0.05 to 1.5 s: before, during or after the data.
-			ms=$((50 + RANDOM % 1450))
-			sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
+			# Mid-transfer: once the client has written 10-90 % of
+			# the file's size to its ssh pipe; small files and the
+			# socket clients at a random moment instead.
+			bytes=$(stat -c %s "$src")
+			if [ $mode = hang ]; then
+				while kill -0 "$pid" 2>/dev/null &&
+				    ! grep -q written "$out"; do
+					sleep 0.02
+				done
+			elif [ "$bytes" -ge 1048576 ] &&
+			    { [ $kind = sftp ] || [ $kind = scp ] || [ $kind = scpO ]; }; then
+				wait_written "$pid" $((bytes / 100 * (10 + RANDOM % 80)))
+			else
+				ms=$((100 + RANDOM % 1500))
+				sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
+			fi
 			if kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null; then
 				wait "$pid" 2>/dev/null
 				echo "$kind $mode $size $name killed 137" >>"$LOG"
@@ -211,7 +253,6 @@ ELAPSED=$(($(date +%s) - START))
 
 # Let every session end (killed clients' servers see EOF and abort), then
 # stop the watchers.
-sessions_gone() { [ -z "$(ps -o pid= --ppid "$SSHD_PID")" ]; }
 wait_for sessions_gone || wait_for sessions_gone ||
     verbose "sshd sessions still running: $(ps -o pid=,args= --ppid "$SSHD_PID" | tr '\n' ';')"
 touch "$STOP"
