@@ -321,4 +321,72 @@ for server in "$SFTP_SERVER" "$STOCK_SFTP_SERVER"; do
 	check "user, $who: nothing else in the non-writable directory" \
 	    entries "$P/nowrite" userfile
 done
+
+# 4. Replacing a file keeps what stock's truncate-in-place keeps: owner,
+#    group, mode, extended attributes and the ACL (side by side).
+# attrs_of FILE: owner, group, mode, user xattrs and ACL, one line.
+attrs_of() {
+	echo "$(stat -c '%u:%g %a' "$1") $(getfattr -d --absolute-names "$1" 2>/dev/null |
+	    grep -v '^#') $(getfacl -cp "$1" 2>/dev/null | tr '\n' ' ')"
+}
+K="$WORK/keep"
+for server in "$SFTP_SERVER" "$STOCK_SFTP_SERVER"; do
+	rm -rf "$K"
+	mkdir -p "$K"
+	printf 'old\n' >"$K/f"
+	chown "$TEST_USER:$TEST_USER" "$K/f"
+	chmod 640 "$K/f"
+	setfattr -n user.tag -v kept "$K/f" 2>/dev/null
+	setfacl -m u:nobody:r "$K/f" 2>/dev/null
+	before=$(attrs_of "$K/f")
+	if sftp_batch -D "$server" <<<"put $L/large $K/f"; then
+		check "replace ($server): content" same_file "$L/large" "$K/f"
+		after=$(attrs_of "$K/f")
+		if [ "$after" = "$before" ]; then
+			ok "replace ($server): owner, group, mode, xattr, ACL kept ($after)"
+		else
+			notok "replace ($server): was [$before], now [$after]"
+		fi
+	else
+		notok "replace ($server): $(cat "$WORK/out")"
+	fi
+	check "replace ($server): no debris" entries "$K" f
+done
+
+# 5. A sticky world-writable directory (as /tmp), as the unprivileged
+#    user: another user's file that the user may write is written in
+#    place (a rename over it is not allowed), as stock does; the user's
+#    own file is replaced whole.
+T="$WORK/sticky"
+for server in "$SFTP_SERVER" "$STOCK_SFTP_SERVER"; do
+	rm -rf "$T"
+	mkdir -p "$T"
+	chmod 1777 "$T"
+	printf 'root file\n' >"$T/rootfile"
+	chmod 666 "$T/rootfile"
+	printf 'user file\n' >"$T/userfile"
+	chown "$TEST_USER" "$T/userfile"
+	ino=$(stat -c %i "$T/rootfile")
+	if usftp -D "$server -e -l INFO" <<EOF
+put $L/small $T/rootfile
+put $L/small $T/userfile
+put $L/small $T/newfile
+EOF
+	then
+		check "sticky ($server): other user's writable file uploaded in place" \
+		    test "$(stat -c %i "$T/rootfile")" = "$ino"
+		for f in rootfile userfile newfile; do
+			check "sticky ($server): $f content" same_file "$L/small" "$T/$f"
+		done
+		check "sticky ($server): rootfile still root's" \
+		    test "$(stat -c %u "$T/rootfile")" = 0
+		if [ "$server" = "$SFTP_SERVER" ] && [ $ours = 1 ]; then
+			check "sticky: the in-place write is logged" \
+			    grep -q "^stage \"$T/rootfile\": " "$WORK/out"
+		fi
+	else
+		notok "sticky ($server): $(cat "$WORK/out")"
+	fi
+	check "sticky ($server): no debris" entries "$T" rootfile userfile newfile
+done
 exit 0
