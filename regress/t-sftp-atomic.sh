@@ -40,7 +40,7 @@ for i in 1 2 3 4 5; do
 	"$PY" "$MKPAYLOAD" "$L/mid$i" 3M "mid$i"
 done
 # Previous content of the names that get replaced.
-REPLACED="rep-sftp-kill rep-scp-kill rep-l2-kill rep-sftp-ok rep-scp-ok churn"
+REPLACED="rep-srvKILL rep-srvTERM rep-srvHUP rep-sftp-kill rep-scp-kill rep-l2-kill rep-sftp-ok rep-scp-ok churn"
 for n in $REPLACED; do
 	"$PY" "$MKPAYLOAD" "$L/old-$n" 200K "old-$n"
 	cp "$L/old-$n" "$D/$n"
@@ -95,12 +95,18 @@ WATCH_PID=$!
 on_exit "kill $WATCH_PID"
 wait_for test -e "$WORK/ready" || fail "watcher did not start"
 
-# 1. A server killed mid-upload (its session alone, to know which it is).
-bg_sftp "$L/big" "$D/new-srvkill"
-wait_for writing || verbose "no server wrote (srvkill)"
-srv=$(servers)
-verbose "killing server $srv"
-[ -n "$srv" ] && kill -9 $srv
+# 1. A server killed mid-upload (SIGKILL), or told to stop (SIGTERM,
+#    SIGHUP), each in a session of its own to know which server it is.
+for sig in KILL TERM HUP; do
+	for n in new-srv$sig rep-srv$sig; do
+		bg_sftp "$L/big" "$D/$n"
+		wait_for writing || verbose "no server wrote ($n)"
+		srv=$(servers)
+		verbose "SIG$sig to server $srv ($n)"
+		[ -n "$srv" ] && kill -$sig $srv
+		wait_for sessions_gone || verbose "session of $n still running"
+	done
+done
 
 # 2. Clients killed mid-upload: sftp, scp (SFTP mode), libssh2; new names
 #    and replacements.
@@ -166,10 +172,10 @@ check "the watcher never saw a partial file" test $wrc = 0
 sed 's/^/# failed: /' "$WORK/failures"
 check "every complete upload succeeded" test ! -s "$WORK/failures"
 
-for n in new-srvkill new-sftp-kill new-scp-kill new-l2-kill; do
+for n in new-srvKILL new-srvTERM new-srvHUP new-sftp-kill new-scp-kill new-l2-kill; do
 	check "killed upload $n: nothing published" test ! -e "$D/$n"
 done
-for n in rep-sftp-kill rep-scp-kill rep-l2-kill; do
+for n in rep-srvKILL rep-srvTERM rep-srvHUP rep-sftp-kill rep-scp-kill rep-l2-kill; do
 	check "killed replacement $n: previous content kept" cmp -s "$L/old-$n" "$D/$n"
 done
 check "sftp: new file complete" cmp -s "$L/big" "$D/new-sftp-ok"
