@@ -19,7 +19,8 @@ static struct {
 	int to_stderr;
 	int syslog_open;
 	void (*fatal_hook)(void);
-} logstate = { "", LOG_LEVEL_ERROR, LOG_AUTH, 1, 0, NULL };
+	void (*sink)(enum log_level, const char *);
+} logstate = { "", LOG_LEVEL_ERROR, LOG_AUTH, 1, 0, NULL, NULL };
 
 static const struct {
 	const char *name;
@@ -109,6 +110,7 @@ log_reset(void)
 {
 	log_init("", LOG_LEVEL_ERROR, LOG_AUTH, 1);
 	logstate.fatal_hook = NULL;
+	logstate.sink = NULL;
 }
 
 enum log_level
@@ -121,6 +123,12 @@ void
 log_set_fatal_hook(void (*hook)(void))
 {
 	logstate.fatal_hook = hook;
+}
+
+void
+log_set_sink(void (*sink)(enum log_level, const char *))
+{
+	logstate.sink = sink;
 }
 
 void
@@ -164,7 +172,9 @@ do_logv(enum log_level level, const char *fmt, va_list ap)
 			msg[i] = '?';
 	}
 	snprintf(line, sizeof(line), "%s%s", prefix, msg);
-	if (logstate.to_stderr) {
+	if (logstate.sink != NULL) {
+		logstate.sink(level, line);
+	} else if (logstate.to_stderr) {
 		dprintf(STDERR_FILENO, "%s\r\n", line);
 	} else {
 		if (!logstate.syslog_open) {

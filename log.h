@@ -43,6 +43,10 @@ void fatal(const char *fmt, ...)
     __attribute__((format(printf, 1, 2), noreturn));
 /* Called by fatal() before exiting (e.g. to log "forced close" lines). */
 void log_set_fatal_hook(void (*hook)(void));
+/* Hand every formatted line to `sink` instead of stderr or syslog (tests
+ * and fuzzers: the formatting runs, nothing is written); NULL undoes it.
+ * log_reset() undoes it too. */
+void log_set_sink(void (*sink)(enum log_level level, const char *line));
 
 struct stage_report;
 /* The one INFO line per commit or abort (DESIGN.md 11):
