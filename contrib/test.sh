@@ -2,8 +2,11 @@
 # Run every test: the README's test command, and what CI runs.
 #
 #   contrib/test.sh            two builds, each followed by `make check`:
-#                              warnings as errors, then ASan+UBSan
-#   contrib/test.sh --quick    only the first build
+#                              warnings as errors, then ASan+UBSan; on the
+#                              first build also the SFTP end-to-end tests
+#                              under valgrind and each libFuzzer harness
+#                              for FUZZ_SECONDS (default 60)
+#   contrib/test.sh --quick    only the first build's `make check`
 #   contrib/test.sh TEST...    only the named tests (both builds)
 #
 # Needs root on Debian 12 (installs packages, starts a throwaway sshd on
@@ -42,7 +45,13 @@ $name: build failed"
 		return
 	fi
 	( cd "$dir" && make -s check TESTS="${TESTS_SELECTED:-}" ) 2>&1 | tee "$log.check"
-	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log.check" | tail -1)
+	count_summary "$name" "$log.check"
+}
+
+# count_summary NAME OUTPUT: add the output's last "N passed, N failed".
+count_summary() {
+	local name=$1 out=$2 line p f
+	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -1)
 	if [ -z "$line" ]; then
 		total_fail=$((total_fail + 1))
 		summaries="$summaries
@@ -57,9 +66,35 @@ $name: no summary line"
 $name: $line"
 }
 
+# run_stage NAME BUILD COMMAND...: a further stage in a built tree.
+run_stage() {
+	local name=$1 dir="$top/.build-$2" out
+	shift 2
+	out="$top/.build-$name.log"
+	echo "##### $name"
+	if [ ! -f "$dir/Makefile" ]; then
+		echo "not ok - $name: no build in $dir" | tee "$out"
+		total_fail=$((total_fail + 1))
+		summaries="$summaries
+$name: no build"
+		return
+	fi
+	( cd "$dir" && "$@" ) 2>&1 | tee "$out"
+	count_summary "$name" "$out"
+}
+
 TESTS_SELECTED="$*"
 export TESTS_SELECTED
 run_build werror "--enable-werror"
+if [ "$quick" -eq 0 ] && [ -z "$TESTS_SELECTED" ]; then
+	# valgrind cannot run a sanitizer build: the -Werror one it is.
+	run_stage valgrind werror sh regress/valgrind-check.sh
+	# The harnesses build with clang, ASan and UBSan of their own.
+	run_stage fuzz werror sh -c 'if make fuzz >regress/work/make-fuzz.log 2>&1
+	    then sh regress/fuzz/run.sh "${FUZZ_SECONDS:-60}"
+	    else tail -30 regress/work/make-fuzz.log
+	    echo "not ok - fuzz: make fuzz failed"; echo "0 passed, 1 failed"; fi'
+fi
 if [ "$quick" -eq 0 ]; then
 	# Sanitizer reports from programs started by sshd land in files;
 	# run-tests.sh counts any such file as a failure.
