@@ -29,6 +29,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+static void die(const char *) __attribute__((noreturn));
+
 static void
 die(const char *what)
 {

@@ -59,6 +59,8 @@ discard_line(enum log_level level, const char *line)
 	(void)line;
 }
 
+static void die(const char *) __attribute__((noreturn));
+
 static void
 die(const char *what)
 {

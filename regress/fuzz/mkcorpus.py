@@ -8,6 +8,7 @@ and past each handler's parser.
 The output is committed; rerun after adding a request type.  Files are
 named after what they hold, so a diff shows what changed.
 
+fuzz_scp_sink: see scp_seeds() below.
 fuzz_sftp_server input: one byte of session options, then the stream.
 The harness's scratch tree is f (33 bytes), d/g, l -> f, stg/; the first
 handle a session hands out is index 0, then 1, ...
@@ -185,6 +186,35 @@ def codec_seeds():
     return out
 
 
+def scp_seeds():
+    # fuzz_scp_sink input: one option byte (bit 0 -r, bit 1 -p, bit 2 -d,
+    # bit 3 target t/one, bits 4-7 staging variations), then what the
+    # sender sends; the target is t/, holding t/old.
+    R, P, ONE, NAMED = 0x01, 0x02, 0x08, 0x10
+    rp = R | P
+    seeds = {
+        "file": (0, b"C0644 5 a\nhello\0"),
+        "file-empty": (0, b"C0644 0 e\n\0"),
+        "file-replace": (0, b"C0600 3 old\nnew\0"),
+        "file-times": (P, b"T1700000000 0 1700000001 0\nC0640 2 b\nhi\0"),
+        "file-one-target": (ONE, b"C0644 3 x\nabc\0"),
+        "file-named-temp": (NAMED, b"C0644 4 n\ndata\0"),
+        "two-files": (0, b"C0644 1 a\na\0C0755 2 b\nbb\0"),
+        "dir": (rp, b"T1 0 2 0\nD0755 0 sub\nC0644 2 x\nhi\0"
+                    b"D0700 0 deeper\nC0600 1 y\ny\0E\nE\n"),
+        "sender-warning": (0, b"\x01scp: warning from the sender\n"
+                              b"C0644 1 w\nw\0"),
+        "sender-fatal": (0, b"\x02scp: fatal from the sender\n"),
+        "sender-bad-status": (0, b"C0644 2 y\nhi\x01scp: read error\n"),
+        "truncated-data": (0, b"C0644 100 t\nonly some of it"),
+        "bad-name": (0, b"C0644 1 ../x\nx\0"),
+        "bad-mode": (0, b"C9999 1 m\nm\0"),
+        "escaped-name": (0, b"C0644 1 a\\^Jb\nz\0"),
+        "end-at-top": (rp, b"E\n"),
+    }
+    return {n: bytes([o]) + b for n, (o, b) in seeds.items()}
+
+
 def write(dir_, seeds):
     os.makedirs(dir_, exist_ok=True)
     for name in os.listdir(dir_):
@@ -199,6 +229,7 @@ def main():
         os.path.dirname(os.path.abspath(__file__)), "corpus")
     write(os.path.join(top, "sftp_server"), server_seeds())
     write(os.path.join(top, "sftp_codec"), codec_seeds())
+    write(os.path.join(top, "scp_sink"), scp_seeds())
 
 
 if __name__ == "__main__":
