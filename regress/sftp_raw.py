@@ -70,6 +70,11 @@ OPENSSH_EXTENSIONS = [
 ]
 
 
+# Slow servers (valgrind, regress/valgrind-check.sh) get longer to answer:
+# every timeout is multiplied by $SFTP_RAW_TIMEOUT_SCALE.
+TIMEOUT_SCALE = float(os.environ.get("SFTP_RAW_TIMEOUT_SCALE", "1") or 1)
+
+
 class ParseError(Exception):
     pass
 
@@ -303,7 +308,7 @@ class Server:
 
     def recv(self, timeout=10.0):
         """(type, body) of the next packet, or None after timeout."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * TIMEOUT_SCALE
         if not self._fill(4, deadline):
             return None
         n = struct.unpack_from(">I", self.buf, 0)[0]
@@ -461,7 +466,7 @@ class Server:
         except (BrokenPipeError, OSError):
             pass
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(timeout * TIMEOUT_SCALE)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -472,7 +477,7 @@ class Server:
 
     def wait_exit(self, timeout=5.0):
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(timeout * TIMEOUT_SCALE)
         except subprocess.TimeoutExpired:
             return None
 
