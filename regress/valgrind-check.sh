@@ -37,6 +37,9 @@ EOW
 chmod 755 "$vgdir/sftp-server"
 
 # run-tests.sh's own summary becomes a comment: the last line is ours.
+# A server under valgrind takes a second or more to start.
+SFTP_RAW_TIMEOUT_SCALE=5
+export SFTP_RAW_TIMEOUT_SCALE
 SFTP_SERVER="$vgdir/sftp-server" sh "$SRC/regress/run-tests.sh" $tests \
     >"$vgdir/out" 2>&1
 sed 's/^\([0-9]* passed, [0-9]* failed\)$/# tests under valgrind: \1/' \
