@@ -23,6 +23,9 @@ chmod 644 "$WORK/src"
 mkdir -p "$WORK/tr"
 chown "$TEST_USER" "$WORK/tr"
 TRACE=$WORK/tr/trace
+# LeakSanitizer cannot work under ptrace (a sanitizer build); ASan's other
+# checks still report, to run-tests.sh's directory.
+NOLEAK="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 
 # staged_in TRACE DIR: the staged file was created in DIR (an O_TMPFILE
 # or a named temp whose descriptor strace -y shows below DIR).
@@ -35,7 +38,7 @@ staged_in() {
 # sftp_put TMPDIR-ARG NAME: upload $WORK/src as the user, traced.
 sftp_put() {
 	rm -f "$TRACE"
-	as_user sftp -b - -D "strace -f -y -qq -e trace=openat -o $TRACE $SFTP_SERVER -t $1 -l INFO -e" \
+	as_user env ASAN_OPTIONS="$NOLEAK" sftp -b - -D "strace -f -y -qq -e trace=openat -o $TRACE $SFTP_SERVER -t $1 -l INFO -e" \
 	    >"$WORK/sftp.out" 2>&1 <<EOF
 put $WORK/src $DEST/$2
 EOF
@@ -58,7 +61,7 @@ if [ -x "$SCP" ] && [ "$SCP" != /usr/bin/scp ]; then
 	scp_put() {
 		rm -f "$TRACE"
 		{ printf 'C0644 %d %s\n' "$(stat -c %s "$WORK/src")" "$2"; cat "$WORK/src"; printf '\0'; } |
-		    as_user env ATOMIC_UPLOAD_TMPDIR="$1" \
+		    as_user env ATOMIC_UPLOAD_TMPDIR="$1" ASAN_OPTIONS="$NOLEAK" \
 		    strace -f -y -qq -e trace=openat -o "$TRACE" "$SCP" -t "$DEST" \
 		    >"$WORK/scp.out" 2>&1
 	}
