@@ -337,7 +337,7 @@ send_handle(struct sftp_session *s, uint32_t id, unsigned int idx)
 	size_t mark;
 	int r;
 
-	debug("request %u: sent handle %u", id, idx);
+	debug("request %u: sent handle handle %u", id, idx);
 	h[0] = (u_char)(idx >> 24);
 	h[1] = (u_char)(idx >> 16);
 	h[2] = (u_char)(idx >> 8);
@@ -358,8 +358,8 @@ send_attrs(struct sftp_session *s, uint32_t id, const struct stat *st)
 	size_t mark;
 	int r;
 
-	debug("request %u: sent attrib", id);
 	sftp_attrs_from_stat(&a, st);
+	debug("request %u: sent attrib have 0x%x", id, (u_int)a.flags);
 	if ((r = reply_begin(s, SSH2_FXP_ATTRS, id, &mark)) != 0)
 		return r;
 	if ((r = sftp_put_attrs(&s->out, &a)) != 0) {
@@ -1200,8 +1200,8 @@ process_read(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		return r;
 	if (h == NULL)
 		return ERR_FAILURE;
-	debug("request %u: read \"%s\" off %llu len %u", id, h->path,
-	    (unsigned long long)off, len);
+	debug("request %u: read \"%s\" (handle %d) off %llu len %u", id,
+	    h->path, (int)(h - s->handles), (unsigned long long)off, len);
 	if (len > MAX_IO_LEN) {
 		debug2("read change len %u to %u", len, MAX_IO_LEN);
 		len = MAX_IO_LEN;
@@ -1287,8 +1287,8 @@ process_write(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		return r;
 	if (h == NULL)
 		return ERR_FAILURE;
-	debug("request %u: write \"%s\" off %llu len %zu", id, h->path,
-	    (unsigned long long)off, len);
+	debug("request %u: write \"%s\" (handle %d) off %llu len %zu", id,
+	    h->path, (int)(h - s->handles), (unsigned long long)off, len);
 	if (!h->can_write) {
 		error("write \"%s\": %s", h->path, strerror(EBADF));
 		return EBADF;
@@ -1449,7 +1449,8 @@ process_readdir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 
 	if ((r = get_handle(s, msg, HANDLE_DIR, NULL, &h)) != 0)
 		return r == ENOENT ? ERR_FAILURE : r;
-	debug("request %u: readdir \"%s\"", id, h->path);
+	debug("request %u: readdir \"%s\" (handle %d)", id, h->path,
+	    (int)(h - s->handles));
 	if ((r = reply_begin(s, SSH2_FXP_NAME, id, &mark)) != 0)
 		return r;
 	if ((r = sftp_put_mark(&s->out, &cmark)) != 0)
