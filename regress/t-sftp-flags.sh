@@ -195,6 +195,43 @@ for srv in "$SFTP_SERVER" "$STOCK_SFTP_SERVER"; do
 	sftp -q -b "$WORK/batch" -D "$srv -l DEBUG3 -f LOCAL1" 2>"$WORK/out" >/dev/null
 	check "no -e: no log on stderr ($srv)" test ! -s "$WORK/out"
 done
+# Through syslog: the same priorities (facility and level), tag and
+# lines as stock, plus our commit line.  In a private mount namespace
+# whose /dev is a fresh tmpfs, regress/helpers/syslog_session.py owns
+# /dev/log.  Both servers run under one name (symlinks), since the tag
+# is the program's name.
+SYSLOG_SESSION="$SRC/regress/helpers/syslog_session.py"
+mkdir -p "$WORK/ours" "$WORK/stock"
+ln -sf "$SFTP_SERVER" "$WORK/ours/tag-test"
+ln -sf "$STOCK_SFTP_SERVER" "$WORK/stock/tag-test"
+if [ "$(id -u)" = 0 ] && unshare -m --propagation private true 2>/dev/null; then
+	for args in "-l INFO" "-f DAEMON -l INFO" "-f LOCAL3 -l VERBOSE" \
+	    "-f AUTHPRIV -l INFO" "-f LOCAL7"; do
+		for who in ours stock; do
+			rm -f "$WORK/slog"
+			unshare -m --propagation private sh -c '
+			    mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 &&
+			    exec "$@"' - /usr/bin/python3 "$SYSLOG_SESSION" "$WORK/slog" \
+			    "$WORK/$who/tag-test" $args >"$WORK/syslog.$who" 2>&1
+		done
+		grep -v '^<[0-9]*> tag-test: commit "' "$WORK/syslog.ours" \
+		    >"$WORK/syslog.ours.stock-lines"
+		if cmp -s "$WORK/syslog.ours.stock-lines" "$WORK/syslog.stock"; then
+			ok "syslog $args: stock's priorities, tag and lines ($(wc -l <"$WORK/syslog.stock") lines)"
+		else
+			notok "syslog $args: differs from stock"
+			diff -u "$WORK/syslog.stock" "$WORK/syslog.ours" | sed 's/^/#   /'
+		fi
+		if [ $ours = 1 ] && [ "$args" != "-f LOCAL7" ]; then
+			pri=$(sed -n 's/^\(<[0-9]*>\) tag-test: session opened .*/\1/p' "$WORK/syslog.ours")
+			check "syslog $args: the commit line, at the same priority $pri" \
+			    grep -q "^$pri tag-test: commit \"$WORK/slog\" bytes 5 " "$WORK/syslog.ours"
+		fi
+	done
+else
+	skip "syslog lines" "needs root and unshare -m"
+fi
+
 # At the default level (ERROR) with -e, a session that goes well logs
 # nothing.
 for srv in "$SFTP_SERVER" "$STOCK_SFTP_SERVER"; do
