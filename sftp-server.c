@@ -2139,10 +2139,34 @@ sftp_session_process(struct sftp_session *s)
 	return 0;
 }
 
+/*
+ * Where the next read goes.  A request already begun is completed by a
+ * read of exactly its missing bytes, so the buffer empties when it has been
+ * answered and the next read starts at the front again: the data of a
+ * WRITE is never moved.  (Asking for the whole buffer instead made nearly
+ * every read first move a partial 256 KiB WRITE to the front: a copy of
+ * about half of every upload, 7% of the server's CPU.)  Otherwise, room for
+ * a large read.
+ */
 int
 sftp_session_input_space(struct sftp_session *s, u_char **p, size_t *len)
 {
-	return sftp_buf_space(&s->in, IN_BUF_MAX, p, len);
+	const u_char *q = sftp_buf_ptr(&s->in);
+	size_t have = sftp_buf_len(&s->in), want = SFTP_READ_CHUNK, need = 0;
+	size_t total;
+	int r;
+
+	if (have >= 4) {
+		total = 4 + (((size_t)q[0] << 24) | ((size_t)q[1] << 16) |
+		    ((size_t)q[2] << 8) | (size_t)q[3]);
+		if (total <= 4 + MAX_MSG_ACCEPT && total > have)
+			want = need = total - have;
+	}
+	if ((r = sftp_buf_space(&s->in, want, p, len)) != 0)
+		return r;
+	if (need != 0 && *len > need)
+		*len = need;
+	return 0;
 }
 
 int

@@ -41,8 +41,9 @@ void	sftp_session_free(struct sftp_session *s, const char *reason);
 
 /*
  * Zero-copy input: the free space at the end of the input buffer (at least
- * SFTP_READ_CHUNK bytes whenever sftp_session_wants_input() is true), then
- * how many bytes were stored there.
+ * SFTP_READ_CHUNK bytes whenever sftp_session_wants_input() is true, or
+ * exactly the missing part of a request already begun), then how many
+ * bytes were stored there.
  */
 #define SFTP_READ_CHUNK	(256 * 1024)
 int	sftp_session_input_space(struct sftp_session *s, u_char **p,
