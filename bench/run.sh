@@ -100,6 +100,26 @@ build_helper() {
 	${CC:-cc} -O2 -Wall -DHAVE_CONFIG_H -I"$TOP_OBJ" -I"$TOP_SRC" \
 	    -o "$bin" "$src" $libs
 }
+# From a fresh clone (root, Debian): the packages, then the project in
+# tree.  An existing build is brought up to date; one given through
+# BENCH_OURS_* is used as it is.
+if [ -z "${BENCH_OURS_SFTP_SERVER:-}${BENCH_OURS_SCP:-}" ]; then
+	if [ "$(id -u)" -eq 0 ] && [ -x "$TOP_SRC/contrib/install-deps.sh" ]; then
+		"$TOP_SRC/contrib/install-deps.sh" >&2 ||
+		    die "contrib/install-deps.sh failed"
+	fi
+	if [ ! -f "$TOP_OBJ/Makefile" ]; then
+		[ "$TOP_OBJ" = "$TOP_SRC" ] ||
+		    die "no Makefile in $TOP_OBJ: configure it first"
+		say "# bench: building in $TOP_SRC (autoreconf, configure, make)"
+		( cd "$TOP_SRC" &&
+		    { [ -x configure ] || autoreconf -fi; } &&
+		    ./configure ) > "${TMPDIR:-/tmp}/bench-configure.$$.log" 2>&1 ||
+		    die "configure failed: see ${TMPDIR:-/tmp}/bench-configure.$$.log"
+		rm -f "${TMPDIR:-/tmp}/bench-configure.$$.log"
+	fi
+	make -s -C "$TOP_OBJ" -j"$(nproc)" all >&2 || die "make failed"
+fi
 build_helper rusage-wrap || die "cannot build bench/rusage-wrap"
 build_helper floor || die "cannot build bench/floor"
 HAVE_L2PUT=1
@@ -478,7 +498,7 @@ for case in $CASES; do
 	d)
 		if [ -n "$SKIP_SSHD" ]; then skip_case d "$SKIP_SSHD"; continue; fi
 		if [ ! -x "$OURS_SCP" ]; then
-			skip_case d "our scp is not built ($OURS_SCP)"
+			skip_case d "no scp ($OURS_SCP is not built)"
 			continue
 		fi
 		run_interleaved d stock $LEVELS
