@@ -764,33 +764,43 @@ stage_note(const struct staged_file *sf)
 	return sf->note;
 }
 
-/* Write-back window: start flushing every WB_CHUNK of new data, and wait
- * for the previous window, so at most two windows are dirty at a time. */
+/*
+ * Write-behind: start flushing every WB_CHUNK of new data as it arrives,
+ * and wait only for what lies more than WB_LAG behind the newest byte, so
+ * the disk writes while the network delivers.  Waiting for the window just
+ * before the current one stalled this single-threaded server whenever the
+ * disk was briefly slower than the client (shared disks): the client's
+ * window filled, nothing arrived during the wait, and transfer and
+ * write-back ran one after the other (libssh2 pipelined upload at
+ * durability full: 1.66 x stock instead of 0.95 x).  The final fsync waits
+ * for at most WB_LAG + WB_CHUNK of data.
+ */
 #define WB_CHUNK	(8 * 1024 * 1024)
+#define WB_LAG		(32 * 1024 * 1024)
 
 static void
 write_behind(struct staged_file *sf, off_t end)
 {
 #if defined(HAVE_SYNC_FILE_RANGE)
-	off_t prev;
+	off_t upto;
 
 	if (sf->sync == STAGE_SYNC_NONE || sf->method == STAGE_DIRECT ||
 	    end < sf->wb_started + WB_CHUNK)
 		return;
 	(void)sync_file_range(sf->fd, sf->wb_started, end - sf->wb_started,
 	    SYNC_FILE_RANGE_WRITE);
-	prev = sf->wb_started;
 	sf->wb_started = end;
-	if (prev > sf->wb_waited) {
+	upto = end - WB_LAG;
+	if (upto >= sf->wb_waited + WB_CHUNK) {
 		(void)sync_file_range(sf->fd, sf->wb_waited,
-		    prev - sf->wb_waited, SYNC_FILE_RANGE_WAIT_BEFORE |
+		    upto - sf->wb_waited, SYNC_FILE_RANGE_WAIT_BEFORE |
 		    SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
 # ifdef HAVE_POSIX_FADVISE
 		/* Clean now: no reason to keep an upload in the cache. */
 		(void)posix_fadvise(sf->fd, sf->wb_waited,
-		    prev - sf->wb_waited, POSIX_FADV_DONTNEED);
+		    upto - sf->wb_waited, POSIX_FADV_DONTNEED);
 # endif
-		sf->wb_waited = prev;
+		sf->wb_waited = upto;
 	}
 #else
 	(void)sf;
