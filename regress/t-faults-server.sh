@@ -98,7 +98,7 @@ for m in tmpfile named; do
 	dir=$FS
 	# Named staging: the O_TMPFILE open in the staging directory fails
 	# as on a filesystem without it (the first openat below $S).
-	[ $m = named ] && pre="openat:EOPNOTSUPP:nth=1," dir=$S
+	[ $m = named ] && pre="openat:EOPNOTSUPP:tmpfile,"
 	sfault "[$m] pwrite ENOSPC" "${pre}pwrite:ENOSPC:after=3,write:ENOSPC:file:after=3" "$dir" \
 	    "open=HANDLE write=FAILURE $NOTOK_CLOSE"
 	sfault "[$m] pwrite EDQUOT" "${pre}pwrite:EDQUOT,write:EDQUOT:file" "$dir" \
@@ -176,7 +176,7 @@ scpfault() {
 	local desc=$1 spec=$2 dir=$3
 	reset
 	out=$("$PY" "$DRIVE" scp f $SIZE -- env LD_PRELOAD="$SHIM" \
-	    FAULTSHIM="$spec" FAULTSHIM_DIR="$dir" ATOMIC_UPLOAD_TMPDIR="$S" \
+	    FAULTSHIM="$spec" FAULTSHIM_DIR="$dir" ATOMIC_UPLOAD_TMPDIR="$S" ATOMIC_UPLOAD_LOG=stderr \
 	    "$SCP" -t "$D" 2>>"$WORK/scp.log")
 	faults=$((faults + 1))
 	trace "scp $spec: $out"
@@ -195,7 +195,7 @@ if [ $have_scp = 1 ]; then
 	for m in tmpfile named; do
 		pre=""
 		dir=$FS
-		[ $m = named ] && pre="openat:EOPNOTSUPP:nth=1," dir=$S
+		[ $m = named ] && pre="openat:EOPNOTSUPP:tmpfile,"
 		scpfault "[$m] write ENOSPC" "${pre}pwrite:ENOSPC:after=2,write:ENOSPC:file" "$dir"
 		scpfault "[$m] write EDQUOT" "${pre}pwrite:EDQUOT,write:EDQUOT:file" "$dir"
 		scpfault "[$m] write EIO" "${pre}pwrite:EIO,write:EIO:file" "$dir"
@@ -233,6 +233,7 @@ if [ $have_scp = 1 ]; then
 #!/bin/sh
 echo \$\$ >>$WORK/scp.pids
 [ -r $WORK/server.env ] && . $WORK/server.env
+ATOMIC_UPLOAD_LOG=stderr; export ATOMIC_UPLOAD_LOG
 exec $SCP "\$@" 2>>$WORK/scp.log
 EOF
 	chmod 755 "$SCPWRAP"
@@ -351,7 +352,7 @@ kill_case() {
 	local -a lines=()
 	[ -n "$tdir" ] && lines+=("$(tmpdir_env "$tdir")")
 	if [ "$named" = 1 ]; then
-		lines+=("LD_PRELOAD=$SHIM; FAULTSHIM='openat:EOPNOTSUPP:nth=1'; FAULTSHIM_DIR=${tdir:-$D}; export LD_PRELOAD FAULTSHIM FAULTSHIM_DIR")
+		lines+=("LD_PRELOAD=$SHIM; FAULTSHIM='openat:EOPNOTSUPP:tmpfile'; FAULTSHIM_DIR=${tdir:-$D}; export LD_PRELOAD FAULTSHIM FAULTSHIM_DIR")
 	fi
 	env_case "${lines[@]}"
 	printf 'put %s %s\n' "$WORK/big" "$D/f" >"$WORK/batch"

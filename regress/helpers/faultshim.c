@@ -18,11 +18,13 @@
  *               nth=N     only the Nth matching call fails (1-based)
  *               ms=N      the DELAY in milliseconds
  *               dir, file only calls on a directory / non-directory fd
+ *               tmpfile   only opens with O_TMPFILE (open* rules): fail
+ *                         them with EOPNOTSUPP to get named staging
  *   FAULTSHIM_DIR=DIR          only calls on files below DIR match (fds
  *               by their /proc/self/fd target, names resolved against
  *               their directory fd); unset: every call matches
  *   FAULTSHIM_COUNT=FILE       append "PID FUNC KIND RESULT NAME" for
- *               every matching call (KIND file, dir, path or -; RESULT ok,
+ *               every matching call (KIND file, dir, path, tmpfile or -; RESULT ok,
  *               an errno name, or SHORT/ZERO; NAME the last path
  *               component), whether or not a rule fired
  *
@@ -61,7 +63,7 @@
 #define MAX_RULES	16
 
 enum action { ACT_ERRNO, ACT_SHORT, ACT_ZERO, ACT_DELAY };
-enum kind_filter { KIND_ANY, KIND_DIR, KIND_FILE };
+enum kind_filter { KIND_ANY, KIND_DIR, KIND_FILE, KIND_TMPFILE };
 
 struct rule {
 	char func[32];
@@ -181,6 +183,8 @@ parse_rule(char *text)
 			r->kind = KIND_DIR;
 		} else if (strcmp(field, "file") == 0) {
 			r->kind = KIND_FILE;
+		} else if (strcmp(field, "tmpfile") == 0) {
+			r->kind = KIND_TMPFILE;
 		}
 	}
 	if (n >= 2)
@@ -291,6 +295,7 @@ count_line(const char *func, const char *kind, const char *result,
 {
 	REAL(openat);
 	REAL(write);
+	REAL(close);
 	char line[PATH_MAX + 128];
 	struct stat st;
 	int n, fd;
@@ -303,10 +308,15 @@ count_line(const char *func, const char *kind, const char *result,
 		    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 		if (fd < 0)
 			return;
-		/* Out of the way of the descriptors the program uses. */
+		/* Out of the way of the descriptors the program uses, where
+		 * the limit allows.  The real close: the log file may lie
+		 * below FAULTSHIM_DIR, and logging its close would recurse. */
 		shim.count_fd = fcntl(fd, F_DUPFD_CLOEXEC, 700);
-		close(fd);
-		if (shim.count_fd < 0 || fstat(shim.count_fd, &st) != 0)
+		if (shim.count_fd < 0)
+			shim.count_fd = fd;
+		else
+			real_close(fd);
+		if (fstat(shim.count_fd, &st) != 0)
 			return;
 		shim.count_dev = st.st_dev;
 		shim.count_ino = st.st_ino;
@@ -341,7 +351,8 @@ decide(const char *func, const char *path, const char *kind)
 		    strcmp(func, r->func) != 0)
 			continue;
 		if ((r->kind == KIND_DIR && strcmp(kind, "dir") != 0) ||
-		    (r->kind == KIND_FILE && strcmp(kind, "file") != 0))
+		    (r->kind == KIND_FILE && strcmp(kind, "file") != 0) ||
+		    (r->kind == KIND_TMPFILE && strcmp(kind, "tmpfile") != 0))
 			continue;
 		seen = __atomic_add_fetch(&r->seen, 1, __ATOMIC_SEQ_CST);
 		if (r->nth != 0 && seen != r->nth)
@@ -611,13 +622,18 @@ do_openat(const char *func, int dirfd, const char *name, int flags,
 {
 	REAL(openat);
 	char path[PATH_MAX];
+	const char *kind = "path";
 	struct rule *r;
 	int ret;
 
+#ifdef O_TMPFILE
+	if ((flags & O_TMPFILE) == O_TMPFILE)
+		kind = "tmpfile";
+#endif
 	at_path(dirfd, name, path, sizeof(path));
-	r = decide(func, path, "path");
+	r = decide(func, path, kind);
 	ret = fires(r) ? inject(r) : real_openat(dirfd, name, flags, mode);
-	finish(func, "path", path, r, ret);
+	finish(func, kind, path, r, ret);
 	return ret;
 }
 

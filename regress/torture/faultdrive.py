@@ -37,7 +37,7 @@ CHUNK = 32768
 
 
 def drive_sftp(names, size, argv):
-    srv = sr.Server(argv)
+    srv = sr.Server(argv, stderr_path="/dev/stderr")
     fields = {"open": "-", "write": "OK", "close": "-"}
     msg = ""
     opened = 0
