@@ -38,7 +38,7 @@
 #include "sandbox.h"
 
 #define OPT_READONLY	0x01
-#define OPT_MAX_HANDLES	0x02	/* limit of 3 handles */
+#define OPT_LIMITS	0x02	/* 3 handles at most; -P symlink,hardlink */
 #define OPT_SYNC_MASK	0x0c	/* >> 2: full, data, none, full */
 #define OPT_INPLACE	0x10	/* modify in place instead of copying */
 #define OPT_DISABLED	0x20	/* no staging at all (stock behaviour) */
@@ -181,7 +181,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	opts.home = scratch;
 	opts.client_addr = "127.0.0.1";
 	opts.readonly = (o & OPT_READONLY) != 0;
-	opts.max_handles = (o & OPT_MAX_HANDLES) ? 3 : 0;
+	opts.max_handles = (o & OPT_LIMITS) ? 3 : 0;
+	opts.denied = (o & OPT_LIMITS) ? "symlink,hardlink" : NULL;
 	switch ((o & OPT_SYNC_MASK) >> 2) {
 	case 1:
 		opts.stage.sync = STAGE_SYNC_DATA;

@@ -363,7 +363,19 @@ sandbox_enter(int *argcp, char ***argvp, const char **scratchp)
 		return r;
 	}
 	for (i = 0; i < nwritable; i++) {
-		if (mount(writable[i], writable[i], NULL, MS_BIND, NULL) == -1) {
+		size_t j;
+
+		/* Inside another: writable through that one's bind. */
+		for (j = 0; j < nwritable; j++)
+			if (j != i && path_within(writable[i], writable[j]) &&
+			    strcmp(writable[i], writable[j]) != 0)
+				break;
+		if (j < nwritable)
+			continue;
+		/* Recursive, so mounts below stay reachable (and are
+		 * remounted read-only below by their own paths). */
+		if (mount(writable[i], writable[i], NULL, MS_BIND | MS_REC,
+		    NULL) == -1) {
 			r = errno;
 			say(writable[i], r);
 			return r;
