@@ -165,6 +165,20 @@ EOF
 		notok "$label: rename onto an existing name: $(tail -3 "$WORK/out")"
 	fi
 
+	# cp: the copy-data extension, server side, into a staged handle.
+	if sftp_batch "$@" <<EOF
+cp $R/large $R/copied
+cp $R/timed $R/copied-p
+EOF
+	then
+		check "$label: cp (copy-data)" same_file "$L/large" "$R/copied"
+		check "$label: cp: content" same_file "$L/timed" "$R/copied-p"
+		check "$label: cp: mode of the source ($(stat -c %a "$R/copied-p"))" \
+		    test "$(stat -c %a "$R/copied-p")" = 640
+	else
+		notok "$label: cp: $(tail -3 "$WORK/out")"
+	fi
+
 	# Attributes.
 	cp "$L/small" "$R/attrs"
 	if sftp_batch "$@" <<EOF
@@ -193,7 +207,7 @@ EOF
 
 	check "$label: no debris in the destination" entries "$R" \
 	    empty large sparse resumed timed rtimed tree b hard soft \
-	    newdir attrs
+	    newdir attrs copied copied-p
 	check "$label: no debris in the tree" \
 	    test "$(find "$R/tree" -name '.*' | wc -l)" = 0
 }

@@ -115,8 +115,12 @@ else
 	expect rmdir-dir "error:Failure" ok holds "$I/drm/f" "$(new drm/f)"
 	expect rmdir-dir-other-session ok "error:Commit" test ! -e "$I/drm2"
 	expect remove-old-other-session ok ok holds "$I/old-rm2" "$(new old-rm2)"
+	expect excl-raced ok "error:Commit" \
+	    holds "$I/excl-new" "written by the other session"
+	check "exclusive create of an existing name fails at open" \
+	    test "$(result excl-existing open)" != ok -a -n "$(result excl-existing open)"
 	check "in flight: no debris" entries "$I" new-rm old-rm new-mv old-mv \
-	    old-mv.moved old-pmv old-pmv.moved dmv.moved drm old-rm2
+	    old-mv.moved old-pmv old-pmv.moved dmv.moved drm old-rm2 excl-new
 fi
 
 # The transport closes without CLOSE.

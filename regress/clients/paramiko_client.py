@@ -10,8 +10,8 @@ the failure on stderr and exits 1):
                         in flight)
   chunks LOCAL REMOTE CHUNK MTIME
                         open REMOTE "wb", set_pipelined(True), write
-                        LOCAL in CHUNK-byte pieces; before close: stat of
-                        the name shows the previous file, stat of the
+                        LOCAL in CHUNK-byte pieces; before close: stat and
+                        read of the name show the previous file, stat of the
                         handle the staged size, then chmod 0640 and utime
                         (MTIME, MTIME) through the handle, then close
   readback REMOTE       open "w+", write, seek back and read through the
@@ -53,8 +53,10 @@ def mode_chunks(sftp, local, remote, chunk, mtime):
     data = open(local, "rb").read()
     try:
         before = sftp.stat(remote).st_size
+        with sftp.open(remote, "rb") as r:
+            before_data = r.read()
     except IOError:
-        before = None
+        before = before_data = None
     f = sftp.open(remote, "wb")
     f.set_pipelined(True)
     for off in range(0, len(data), chunk):
@@ -66,6 +68,13 @@ def mode_chunks(sftp, local, remote, chunk, mtime):
     except IOError:
         now = None
     expect("name shows the previous file while in flight", now, before)
+    try:
+        with sftp.open(remote, "rb") as r:
+            now_data = r.read()
+    except IOError:
+        now_data = None
+    expect("open for reading gets the previous content while in flight",
+           now_data, before_data)
     expect("handle stat shows the staged size", f.stat().st_size,
            len(data))
     f.chmod(0o640)
@@ -124,14 +133,25 @@ def mode_inflight(client, sftp, d):
          lambda n: other.rmdir(d + "/drm2")),
         ("remove-old-other-session", "old-rm2", lambda n: other.remove(n)),
     ]
+    def other_writes(n):
+        with other.open(n, "w") as g:
+            g.write(b"written by the other session\n")
+    scenarios += [
+        # Exclusive create ("x": SSH_FXF_EXCL): another session creates
+        # the name meanwhile; the commit must not replace it.
+        ("excl-raced", "excl-new", other_writes),
+    ]
     for label, name, act in scenarios:
         path = d + "/" + name
-        f = sftp.open(path, "wb")
+        f = sftp.open(path, "wbx" if label.startswith("excl") else "wb")
         f.write(("new content of %s\n" % name).encode())
         f.flush()
         print(label, "act", outcome(lambda: act(path)))
         print(label, "close", outcome(lambda: checked_close(sftp, f)),
               flush=True)
+    # Exclusive create of a name that exists fails at open.
+    print("excl-existing", "open",
+          outcome(lambda: sftp.open(d + "/old-mv", "wbx").close()))
     other.close()
 
 
