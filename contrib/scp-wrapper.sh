@@ -129,7 +129,7 @@ if ! is_server_mode "$@"; then
 fi
 
 read_defaults
-if [ -x "$au_atomic_scp" ]; then
+if [ -f "$au_atomic_scp" ] && [ -x "$au_atomic_scp" ]; then
 	exec "$au_atomic_scp" "$@"
 fi
 

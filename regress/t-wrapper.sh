@@ -220,6 +220,11 @@ else
 fi
 wrap -- -O a host:b
 check "ours missing: client mode unaffected" reached stock -O a host:b
+mkdir "$R$OURS"
+wrap -- -t /srv/in
+check "ours a directory: refused the same way" \
+    eval '[ "$rc" -eq 1 ] && [ ! -e "$R/rec" ] && grep -q "not available" "$WORK/out"'
+rmdir "$R$OURS"
 wrap ATOMIC_UPLOAD_FALLBACK=yes -- -t /srv/in
 check "ours missing, ATOMIC_UPLOAD_FALLBACK=yes: the system's scp serves" \
     eval 'reached stock -t /srv/in && grep -q auth.warning "$R/logger.out"'
