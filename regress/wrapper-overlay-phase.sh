@@ -40,6 +40,12 @@ if [ -x "$OBJ/scp" ]; then
 	check "(overlay) make install" mk install
 	check "(overlay) make install puts our scp in its own directory, not on PATH" \
 	    eval 'test -x "$OURS" && test ! -e "$PREFIX/bin/scp"'
+	# SCP=/usr/bin/scp (run-tests.sh, to watch tests fail against
+	# stock): that program stands where ours was installed.
+	if [ "$SCP" != "$OBJ/scp" ] && [ -x "$SCP" ]; then
+		verbose "our scp replaced by $SCP"
+		install -m 0755 "$SCP" "$OURS"
+	fi
 else
 	# Until scp.c exists: a stand-in that records its argv.
 	mkdir -p "$(dirname "$OURS")"
