@@ -343,25 +343,33 @@ fi
 # 5. The server SIGKILLed mid-upload.  The client is slowed to 4 Mbit/s
 #    so the upload is in flight when the server dies.
 
-# kill_case DESC NAMED TMPDIR: upload $WORK/big, kill the server once its
-# staged data has reached 512 KiB; TMPDIR "" stages beside the destination.
+# kill_case DESC NAMED TMPDIR [CLIENT]: upload $WORK/big with CLIENT (sftp,
+# or scpO to kill the scp -t sink), kill the server once its staged data
+# has reached 512 KiB; TMPDIR "" stages beside the destination.
 kill_case() {
-	local desc=$1 named=$2 tdir=$3 cpid spid rc i left
+	local desc=$1 named=$2 tdir=$3 cl=${4:-sftp} cpid spid rc i left pids
 	reset
-	: >"$WORK/server.pids"
+	pids="$WORK/server.pids"
+	[ "$cl" = scpO ] && pids="$WORK/scp.pids"
+	: >"$pids"
 	local -a lines=()
 	[ -n "$tdir" ] && lines+=("$(tmpdir_env "$tdir")")
 	if [ "$named" = 1 ]; then
 		lines+=("LD_PRELOAD=$SHIM; FAULTSHIM='openat:EOPNOTSUPP:tmpfile'; FAULTSHIM_DIR=${tdir:-$D}; export LD_PRELOAD FAULTSHIM FAULTSHIM_DIR")
 	fi
 	env_case "${lines[@]}"
-	printf 'put %s %s\n' "$WORK/big" "$D/f" >"$WORK/batch"
-	sftp $SSH_OPTS -q -l 4000 -b "$WORK/batch" root@localhost \
-	    >"$WORK/client.out" 2>&1 &
+	if [ "$cl" = scpO ]; then
+		scp -O $SSH_OPTS -q -l 4000 "$WORK/big" "root@localhost:$D/f" \
+		    >"$WORK/client.out" 2>&1 &
+	else
+		printf 'put %s %s\n' "$WORK/big" "$D/f" >"$WORK/batch"
+		sftp $SSH_OPTS -q -l 4000 -b "$WORK/batch" root@localhost \
+		    >"$WORK/client.out" 2>&1 &
+	fi
 	cpid=$!
 	on_exit "kill -9 $cpid"
-	wait_for test -s "$WORK/server.pids"
-	spid=$(tail -1 "$WORK/server.pids")
+	wait_for test -s "$pids"
+	spid=$(tail -1 "$pids")
 	# The staged data: the server's open descriptors below $FS (an
 	# O_TMPFILE shows as "#inode (deleted)", stock's file as f).
 	staged_size() {
@@ -421,6 +429,24 @@ if [ $stock = 0 ]; then
 	check "sftp-server -S sweeps it" entries "$D" f
 fi
 after "server killed beside the destination, after the sweep"
+
+# The scp -t sink SIGKILLed mid-upload; the next sink started with the
+# staging directory sweeps what a named temporary left.
+if [ $have_scp = 1 ]; then
+	kill_case "scp -t, O_TMPFILE in the staging directory" 0 "$S" scpO
+	after "scp -t killed (O_TMPFILE)"
+	kill_case "scp -t, named temporary in the staging directory" 1 "$S" scpO
+	if [ $stock = 0 ]; then
+		check "scp -t: named temporary left by the killed sink" \
+		    test "$(ls -A "$S" | wc -l)" -eq 1
+	fi
+	env_case "$(tmpdir_env "$S")"
+	scp -O $SSH_OPTS -q "$WORK/src" "root@localhost:$WORK/other.dat" >/dev/null 2>&1
+	wait_for sessions_gone
+	env_case ""
+	check "scp -t: next sink start sweeps the staging directory" entries "$S"
+	after "scp -t killed (named), after the sweep"
+fi
 
 verbose "faults injected: $faults"
 grep -a 'runtime error\|AddressSanitizer' "$WORK/server.log" "$WORK"/scp.log 2>/dev/null | head -3

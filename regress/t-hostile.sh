@@ -306,10 +306,10 @@ done
 
 # ---------------------------------------------------------------------
 # 6. 255 KiB writes faster than the disk: 96 MiB in 386 WRITEs, up to 384
-#    (96 MiB) in flight, every pwrite/write delayed 2 ms.  The peak RSS
+#    (96 MiB) in flight, every pwrite/write delayed 4 ms.  The peak RSS
 #    must stay within 32 MiB of a one-request-at-a-time upload's.
 reset
-slow=(env LD_PRELOAD="$SHIM" FAULTSHIM="pwrite:DELAY:ms=2,write:DELAY:ms=2:file" FAULTSHIM_DIR="$WORK")
+slow=(env LD_PRELOAD="$SHIM" FAULTSHIM="pwrite:DELAY:ms=4,write:DELAY:ms=4:file" FAULTSHIM_DIR="$WORK")
 base=$("$PY" "$HOSTILE" flood "$D/base" 4 1 -- "${slow[@]}" "$SFTP_SERVER" \
     $(srv_args) 2>>"$WORK/server.log")
 out=$("$PY" "$HOSTILE" flood "$D/big" 96 384 -- "${slow[@]}" "$SFTP_SERVER" \

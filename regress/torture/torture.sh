@@ -94,11 +94,13 @@ BIG_LIST=(4M 12M 32M)
 
 # The session's scp: the sink under test, staging where sftp-server does.
 mkdir -p "$OBJ/regress/work/bin"
+# Its commit and abort lines go to scp.log (stock scp ignores all this).
 cat >"$OBJ/regress/work/bin/scp" <<EOF
 #!/bin/sh
 ATOMIC_UPLOAD_TMPDIR=$STAGE
-export ATOMIC_UPLOAD_TMPDIR
-exec $SCP "\$@"
+ATOMIC_UPLOAD_LOG=stderr
+export ATOMIC_UPLOAD_TMPDIR ATOMIC_UPLOAD_LOG
+exec $SCP "\$@" 2>>$WORK/scp.log
 EOF
 chmod 755 "$OBJ/regress/work/bin/scp"
 on_exit "rm -f '$OBJ/regress/work/bin/scp'"
@@ -306,15 +308,17 @@ overflows=$(sed -n 's/^# watch: .* \([0-9]*\) queue overflows.*/\1/p' "$WORK/wat
 partial=$((${poll_bad:-0} + ${ino_bad:-0}))
 srv_commits=$(grep -ac '^commit "' "$WORK/server.log" 2>/dev/null)
 srv_aborts=$(grep -ac '^abort "' "$WORK/server.log" 2>/dev/null)
+sink_commits=$(grep -ac 'commit "' "$WORK/scp.log" 2>/dev/null)
+sink_aborts=$(grep -ac 'abort "' "$WORK/scp.log" 2>/dev/null)
 
 grep -h '^# OFFENCE' "$WORK/watch.poll" "$WORK/watch.inotify" | head -8
 [ -s "$WORK/client.err" ] &&
     verbose "client errors (first 5): $(sort "$WORK/client.err" | uniq -c | sort -rn | head -5 | tr -s ' ' | tr '\n' ';')"
-grep -a 'sanitizer\|runtime error\|ERROR:' "$WORK/server.log" 2>/dev/null | head -3
+grep -a 'runtime error\|AddressSanitizer' "$WORK/server.log" "$WORK/scp.log" 2>/dev/null | head -3
 
 which=ours
 [ $stock = 1 ] && which=stock
-echo "torture: server=$which seconds=$ELAPSED workers=$WORKERS uploads=$attempted committed=$committed aborted=$aborted (failed=$failed killed=$kills vanished=$vanished) kills=$kills big=$big empty=$empty clients[tried/committed]:$per_kind server_log[commit=${srv_commits:-0} abort=${srv_aborts:-0}] watcher_checks[poll=${wpoll_checks:-0} inotify=${wino_checks:-0} overflows=${overflows:-0}] partial_sightings=$partial (poll=${poll_bad:-?} inotify=${ino_bad:-?}) final_partial=${final_bad:-?} lost=$lost debris=$((debris + staging_debris)) (destination=$debris staging=$staging_debris)"
+echo "torture: server=$which seconds=$ELAPSED workers=$WORKERS uploads=$attempted committed=$committed aborted=$aborted (failed=$failed killed=$kills vanished=$vanished) kills=$kills big=$big empty=$empty clients[tried/committed]:$per_kind server_log[commit=${srv_commits:-0} abort=${srv_aborts:-0}] sink_log[commit=${sink_commits:-0} abort=${sink_aborts:-0}] watcher_checks[poll=${wpoll_checks:-0} inotify=${wino_checks:-0} overflows=${overflows:-0}] partial_sightings=$partial (poll=${poll_bad:-?} inotify=${ino_bad:-?}) final_partial=${final_bad:-?} lost=$lost debris=$((debris + staging_debris)) (destination=$debris staging=$staging_debris)"
 
 [ "$partial" -eq 0 ] && [ "${final_bad:-1}" -eq 0 ] && [ "$lost" -eq 0 ] &&
     [ "$debris" -eq 0 ] && [ "$staging_debris" -eq 0 ] &&
