@@ -91,6 +91,16 @@ do_install() {
 	[ -e "$target" ] || [ -L "$target" ] ||
 	    die "$target does not exist: no system scp to wrap"
 
+	# The paths go into single-quoted strings through sed.
+	for p in "$ATOMIC_SCP" "$distrib" "$DEFAULTS_FILE"; do
+		case $p in
+		/*) ;;
+		*) die "$p: not an absolute path" ;;
+		esac
+		case $p in
+		*[\'\|\&\\]*) die "$p: no ' | & or \\ in paths, please" ;;
+		esac
+	done
 	trap 'rm -f "$staged"' EXIT
 	sed -e "s|@ATOMIC_SCP@|$ATOMIC_SCP|g" \
 	    -e "s|@DISTRIB_SCP@|$distrib|g" \
