@@ -40,11 +40,13 @@ for h in $harnesses; do
 	    -artifact_prefix="$work/artifacts/" "$work/corpus" ) \
 	    >"$work/log" 2>&1
 	rc=$?
-	runs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$work/log" | tail -1)
+	runs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' \
+	    "$work/log" | tail -1)
 	cov=$(sed -n 's/^#[0-9]*.*DONE *cov: \([0-9]*\).*/\1/p' "$work/log" |
 	    tail -1)
 	found=$(ls -A "$work/artifacts")
-	if [ "$rc" -eq 0 ] && [ -n "$runs" ] && [ -z "$found" ]; then
+	done_line=$(grep -c '^Done [0-9]* runs' "$work/log")
+	if [ "$rc" -eq 0 ] && [ "$done_line" -gt 0 ] && [ -z "$found" ]; then
 		echo "ok - fuzz $h: $runs executions in $secs s, coverage ${cov:-?}, corpus $(ls "$work/corpus" | wc -l) inputs"
 		passed=$((passed + 1))
 	else
