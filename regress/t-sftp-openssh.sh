@@ -353,8 +353,18 @@ for server in "$SFTP_SERVER" "$STOCK_SFTP_SERVER"; do
 	setfattr -n user.tag -v kept "$K/f" 2>/dev/null
 	setfacl -m u:nobody:r "$K/f" 2>/dev/null
 	before=$(attrs_of "$K/f")
+	ln "$K/f" "$K/hardlink"
 	if sftp_batch -D "$server" <<<"put $L/large $K/f"; then
 		check "replace ($server): content" same_file "$L/large" "$K/f"
+		# The inode changes with staging (sftp-server.8): a hard link
+		# keeps the old content; stock writes through it.
+		if [ "$server" = "$STOCK_SFTP_SERVER" ]; then
+			check "replace (stock): the hard link shows the new content" \
+			    same_file "$L/large" "$K/hardlink"
+		else
+			check "replace (ours): the hard link keeps the old content" \
+			    test "$(cat "$K/hardlink")" = old
+		fi
 		after=$(attrs_of "$K/f")
 		if [ "$after" = "$before" ]; then
 			ok "replace ($server): owner, group, mode, xattr, ACL kept ($after)"
@@ -364,7 +374,7 @@ for server in "$SFTP_SERVER" "$STOCK_SFTP_SERVER"; do
 	else
 		notok "replace ($server): $(cat "$WORK/out")"
 	fi
-	check "replace ($server): no debris" entries "$K" f
+	check "replace ($server): no debris" entries "$K" f hardlink
 done
 
 # 5. A sticky world-writable directory (as /tmp), as the unprivileged
