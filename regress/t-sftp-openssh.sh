@@ -283,6 +283,21 @@ else
 	notok "user: upload into own directory: $(cat "$WORK/out")"
 fi
 
+# scp's SFTP mode resolves "~" with expand-path@openssh.com.
+rm -f "$TEST_HOME/scp-tilde"
+if as_user scp -q $USER_SSH_OPTS "$L/small" "$TEST_USER@localhost:~/scp-tilde" \
+    >"$WORK/out" 2>&1 &&
+    as_user scp -q $USER_SSH_OPTS "$L/small" "$TEST_USER@localhost:~$TEST_USER/scp-tilde2" \
+    >>"$WORK/out" 2>&1; then
+	check "user: scp to ~/ lands in the home directory" \
+	    same_file "$L/small" "$TEST_HOME/scp-tilde"
+	check "user: scp to ~user/ lands in the home directory" \
+	    same_file "$L/small" "$TEST_HOME/scp-tilde2"
+else
+	notok "user: scp to ~: $(cat "$WORK/out")"
+fi
+rm -f "$TEST_HOME/scp-tilde" "$TEST_HOME/scp-tilde2"
+
 # A file the user may not write, in a directory the user may write: the
 # upload must be refused as stock refuses it (staging must not let a
 # rename replace what the open would not have been allowed to change).
