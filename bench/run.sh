@@ -633,6 +633,24 @@ END {
 		    w[k], w[st], f3(c[k]), f3(c[st]), (st in rss) ? rss[st] : "n/a",
 		    spread(walls[k], w[k]), spread(walls[st], w[st]), nrun[k]
 	}
+	# One line per metric, "METRIC case.variant.metric value", for
+	# scripts that want a single figure (grep, cut -d" " -f3).
+	for (i = 1; i <= nkeys; i++) {
+		k = order[i]; split(k, p, ".")
+		cs = p[1]; v = substr(k, length(cs) + 2)
+		if (k in bad) continue
+		st = cs ".stock"
+		if (cs == "flat") st = (v ~ /few/) ? "flat.stock-few" : "flat.stock-many"
+		printf "METRIC %s.wall_s %.3f\n", k, w[k]
+		if (c[k] != "") printf "METRIC %s.cpu_s %.3f\n", k, c[k]
+		if (c[k] != "" && (cs == "a" || cs == "c" || cs == "d" || cs == "e"))
+			printf "METRIC %s.cpu_s_per_gib %.3f\n", k, c[k] * 1024 / size_mb
+		if (k in rss) printf "METRIC %s.rss_kb %d\n", k, rss[k]
+		if (k != st && has(st)) {
+			printf "METRIC %s.wall_ratio %s\n", k, ratio(w[k], w[st])
+			if (c[k] != "") printf "METRIC %s.cpu_ratio %s\n", k, ratio(c[k], c[st])
+		}
+	}
 	growth = "n/a"
 	if (has("flat.few") && has("flat.many") && rss["flat.few"] > 0) {
 		growth = rss["flat.many"] - rss["flat.few"]
