@@ -519,8 +519,8 @@ elapsed=$(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - 
 ours_desc=$OURS_SFTP
 [ "$OURS_IS_STOCK" = 1 ] && ours_desc="$OURS_SFTP (STOCK: calibration run, no durability flag)"
 echo "# atomic-upload benchmark (issue 6) $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "# host: $(uname -sr), $(nproc) CPUs, $(awk '/MemTotal/ { printf "%d MiB RAM", $2 / 1024 }' /proc/meminfo)," \
-    "fs $(findmnt -n -o FSTYPE --target "$WORK" 2>/dev/null || stat -f -c %T "$WORK") on $(df -P "$WORK" | awk 'NR == 2 { print $1 }')"
+echo "# host: $(uname -sr), $(nproc) CPUs ($(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%d MiB RAM", $2 / 1024 }' /proc/meminfo)," \
+    "fs $(findmnt -n -o FSTYPE --target "$WORK" 2>/dev/null || stat -f -c %T "$WORK") on $(df -P "$WORK" | awk 'NR == 2 { print $1 }') ($(findmnt -n -o OPTIONS --target "$WORK" 2>/dev/null))"
 echo "# ours: $ours_desc; scp $OURS_SCP${OURS_ARGS:+; extra args: $OURS_ARGS}"
 echo "# stock: $STOCK_SFTP; scp $STOCK_SCP"
 echo "# big file ${SIZE_MB} MiB; small files $FILES x $FILE_BYTES B; flat $FLAT_FEW vs $FLAT_MANY files;" \
