@@ -30,5 +30,12 @@ check "no partial file at the end" test "$(field final_partial)" = 0
 check "no committed upload lost" test "$(field lost)" = 0
 check "no debris in the destination" test "$(field destination)" = 0
 check "staging directory empty" test "$(field staging)" = 0
+# DESIGN 10: a consumer waiting for IN_CLOSE_WRITE gets exactly one per
+# commit, on the final name (stock logs no commits: not checked there).
+commits=$(($(field server_commits) + $(field sink_commits)))
+if [ "$commits" -gt 0 ]; then
+	check "one IN_CLOSE_WRITE per commit ($(field close_write_events) events, $commits commits)" \
+	    test "$(field close_write_events)" = "$commits"
+fi
 check "torture.sh exit status 0" test "$rc" = 0
 exit 0

@@ -124,7 +124,7 @@ EMPTY_RE='^empty-[0-9]+\.dat$'
 "$PY" "$WATCH" --no-inotify --interval 10 --quiet --empty "$EMPTY_RE" \
     --ready "$WORK/ready.poll" --stop "$STOP" "$D" >"$WORK/watch.poll" 2>&1 &
 wpoll=$!
-"$PY" "$WATCH" --interval 0 --events close_write,moved_to --quiet \
+"$PY" "$WATCH" --interval 0 --events close_write,moved_to \
     --empty "$EMPTY_RE" --ready "$WORK/ready.inotify" --stop "$STOP" "$D" \
     >"$WORK/watch.inotify" 2>&1 &
 winotify=$!
@@ -218,7 +218,7 @@ worker() {
 			bytes=$(stat -c %s "$src")
 			if [ $mode = hang ]; then
 				while kill -0 "$pid" 2>/dev/null &&
-				    ! grep -q written "$out"; do
+				    ! grep -qs written "$out"; do
 					sleep 0.02
 				done
 			elif [ "$bytes" -ge 1048576 ] &&
@@ -306,6 +306,9 @@ poll_bad=$(sed -n 's/^# watch: .* \([0-9]*\) offences.*/\1/p' "$WORK/watch.poll"
 ino_bad=$(sed -n 's/^# watch: .* \([0-9]*\) offences.*/\1/p' "$WORK/watch.inotify")
 overflows=$(sed -n 's/^# watch: .* \([0-9]*\) queue overflows.*/\1/p' "$WORK/watch.inotify")
 partial=$((${poll_bad:-0} + ${ino_bad:-0}))
+# IN_CLOSE_WRITE events on the final names (each commit should give one).
+close_writes=$(sed -n 's/^# name .* events .*close_write=\([0-9]*\).*/\1/p' \
+    "$WORK/watch.inotify" | awk '{ n += $1 } END { print n + 0 }')
 srv_commits=$(grep -ac '^commit "' "$WORK/server.log" 2>/dev/null)
 srv_aborts=$(grep -ac '^abort "' "$WORK/server.log" 2>/dev/null)
 sink_commits=$(grep -ac 'commit "' "$WORK/scp.log" 2>/dev/null)
@@ -318,7 +321,7 @@ grep -a 'runtime error\|AddressSanitizer' "$WORK/server.log" "$WORK/scp.log" 2>/
 
 which=ours
 [ $stock = 1 ] && which=stock
-echo "torture: server=$which seconds=$ELAPSED workers=$WORKERS uploads=$attempted committed=$committed aborted=$aborted (failed=$failed killed=$kills vanished=$vanished) kills=$kills big=$big empty=$empty clients[tried/committed]:$per_kind server_log[commit=${srv_commits:-0} abort=${srv_aborts:-0}] sink_log[commit=${sink_commits:-0} abort=${sink_aborts:-0}] watcher_checks[poll=${wpoll_checks:-0} inotify=${wino_checks:-0} overflows=${overflows:-0}] partial_sightings=$partial (poll=${poll_bad:-?} inotify=${ino_bad:-?}) final_partial=${final_bad:-?} lost=$lost debris=$((debris + staging_debris)) (destination=$debris staging=$staging_debris)"
+echo "torture: server=$which seconds=$ELAPSED workers=$WORKERS uploads=$attempted committed=$committed aborted=$aborted (failed=$failed killed=$kills vanished=$vanished) kills=$kills big=$big empty=$empty clients[tried/committed]:$per_kind logged[server_commits=${srv_commits:-0} server_aborts=${srv_aborts:-0} sink_commits=${sink_commits:-0} sink_aborts=${sink_aborts:-0}] watcher_checks[poll=${wpoll_checks:-0} inotify=${wino_checks:-0} overflows=${overflows:-0}] close_write_events=$close_writes partial_sightings=$partial (poll=${poll_bad:-?} inotify=${ino_bad:-?}) final_partial=${final_bad:-?} lost=$lost debris=$((debris + staging_debris)) (destination=$debris staging=$staging_debris)"
 
 [ "$partial" -eq 0 ] && [ "${final_bad:-1}" -eq 0 ] && [ "$lost" -eq 0 ] &&
     [ "$debris" -eq 0 ] && [ "$staging_debris" -eq 0 ] &&
