@@ -1295,8 +1295,12 @@ process_write(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	}
 	if (h->write_error != 0)
 		return ERR_FAILURE;
-	if (off > INT64_MAX || len > INT64_MAX - off)
+	if (off > INT64_MAX || len > INT64_MAX - off) {
+		/* Refused data is missing data: the upload may not commit. */
+		if (h->sf != NULL)
+			h->write_error = EINVAL;
 		return EINVAL;
+	}
 	/* The data goes from the input buffer to the file: no copy. */
 	if ((r = handle_write(h, data, len, off)) != 0) {
 		error("write \"%s\": %s", h->path, strerror(r));
