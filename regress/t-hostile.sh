@@ -15,7 +15,8 @@
 #      most what its limits extension advertises, refuses the rest with
 #      a status, keeps serving, and leaves nothing behind at EOF;
 #   6. a client pushing 255 KiB writes faster than the disk takes them
-#      (each pwrite delayed): the server's peak RSS stays bounded.
+#      (each pwrite delayed): the server's peak RSS stays bounded;
+#   7. a WRITE refused for its offset: the upload must not commit.
 # Against stock (SFTP_SERVER=/usr/lib/openssh/sftp-server SCP=/usr/bin/scp)
 # the staging cases SKIP and the handle case fails (stock leaves every
 # never-closed upload behind as a file).
@@ -321,4 +322,20 @@ f=$(printf '%s' "$out" | sed -n 's/.*hwm_kib=\([0-9]*\).*/\1/p')
 has "flood: every write answered OK, committed" "writes=386 statuses=OK:386 close=OK size=100663296*exit=0"
 check "flood: peak RSS bounded (${f:-?} KiB, one at a time ${b:-?} KiB)" \
     test "${f:-999999}" -le $((${b:-0} + 32768))
+
+# ---------------------------------------------------------------------
+# 7. A WRITE the server refuses (offset + length past 2^63 - 1) in the
+#    middle of an upload: the data of that request is missing, so the
+#    CLOSE must not publish what did arrive.
+reset
+printf 'old' >"$D/f"
+out=$("$PY" "$HOSTILE" badoffset "$D/f" -- "$SFTP_SERVER" $(srv_args) \
+    2>>"$WORK/server.log")
+verbose "refused write: $out"
+has "refused WRITE: answered with an error" "write=OK,[!O]*"
+has "refused WRITE: CLOSE does not commit" "*close=[!O]*"
+check "refused WRITE: previous content kept" test "$(cat "$D/f")" = old
+check "refused WRITE: no debris" entries "$D" f
+check "refused WRITE: staging directory empty" entries "$S"
+
 exit 0

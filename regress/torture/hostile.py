@@ -13,6 +13,10 @@ usage: hostile.py flood FILE MIB INFLIGHT -- SERVER-COMMAND...
     message carries), with up to INFLIGHT requests unanswered at any
     time, sent by a thread while another reads the replies.  Prints the
     statuses, the server's peak RSS and its exit status.
+usage: hostile.py badoffset FILE -- SERVER-COMMAND...
+    OPEN FILE, a good WRITE, a WRITE past the largest file offset (the
+    server must refuse it), another good WRITE, CLOSE: prints the
+    statuses.  Refused data is missing data: the CLOSE must not commit.
 usage: hostile.py swap DIR -- SERVER-COMMAND...
     OPEN DIR/sub/f, write half, rename DIR/sub to DIR/sub.old and make
     DIR/sub a symlink to DIR/other (behind the server's back), write the
@@ -194,6 +198,23 @@ def do_swap(d, argv):
                        where(os.path.join(other, "f")), status))
 
 
+def do_badoffset(path, argv):
+    """A WRITE the server must refuse (offset + length past 2^63 - 1)
+    between two good ones, then CLOSE."""
+    srv = sr.Server(argv, stderr_path="/dev/stderr")
+    srv.init()
+    r = srv.open(path, sr.FXF_WRITE | sr.FXF_CREAT | sr.FXF_TRUNC)
+    if r.type != sr.FXP_HANDLE:
+        print("open=%s" % r.status())
+        return
+    w1 = srv.write(r.handle, 0, b"a" * 1000).status()
+    w2 = srv.write(r.handle, (1 << 63) - 10, b"b" * 100).status()
+    w3 = srv.write(r.handle, 1000, b"c" * 1000).status()
+    c = srv.close(r.handle)
+    print('write=%s,%s,%s close=%s msg="%s" exit=%s' %
+          (w1, w2, w3, c.status(), c.msg or "", srv.finish()))
+
+
 def main(argv):
     try:
         sep = argv.index("--")
@@ -205,6 +226,8 @@ def main(argv):
         do_handles(args[1], int(args[2]), cmd)
     elif args[:1] == ["flood"] and len(args) == 4:
         do_flood(args[1], int(args[2]), int(args[3]), cmd)
+    elif args[:1] == ["badoffset"] and len(args) == 2:
+        do_badoffset(args[1], cmd)
     elif args[:1] == ["swap"] and len(args) == 2:
         do_swap(args[1], cmd)
     else:
