@@ -197,7 +197,7 @@ expected="new-sftp-ok rep-sftp-ok new-scp-ok rep-scp-ok race $REPLACED"
 # and exactly one IN_CLOSE_WRITE per upload (on complete content: the
 # watcher checked the file at each event).
 # events NAME: the watcher's event summary for NAME.
-events() { sed -n "s|^# name $D/$1 .* events ||p" "$WORK/watch.out"; }
+events() { sed -n "s|^# name $D/$1 .* events \([^ ]*\).*|\1|p" "$WORK/watch.out"; }
 for n in new-sftp-ok rep-sftp-ok new-scp-ok rep-scp-ok ${L2:+new-l2-ok}; do
 	e=$(events $n)
 	case ",$e," in

@@ -309,6 +309,9 @@ partial=$((${poll_bad:-0} + ${ino_bad:-0}))
 # IN_CLOSE_WRITE events on the final names (each commit should give one).
 close_writes=$(sed -n 's/^# name .* events .*close_write=\([0-9]*\).*/\1/p' \
     "$WORK/watch.inotify" | awk '{ n += $1 } END { print n + 0 }')
+# Of those, how many the kernel may have merged (regress/helpers/watch.py).
+close_write_overlaps=$(sed -n 's/^# name .* overlaps \([0-9]*\)$/\1/p' \
+    "$WORK/watch.inotify" | awk '{ n += $1 } END { print n + 0 }')
 srv_commits=$(grep -ac '^commit "' "$WORK/server.log" 2>/dev/null)
 srv_aborts=$(grep -ac '^abort "' "$WORK/server.log" 2>/dev/null)
 sink_commits=$(grep -ac 'commit "' "$WORK/scp.log" 2>/dev/null)
@@ -321,7 +324,7 @@ grep -a 'runtime error\|AddressSanitizer' "$WORK/server.log" "$WORK/scp.log" 2>/
 
 which=ours
 [ $stock = 1 ] && which=stock
-echo "torture: server=$which seconds=$ELAPSED workers=$WORKERS uploads=$attempted committed=$committed aborted=$aborted (failed=$failed killed=$kills vanished=$vanished) kills=$kills big=$big empty=$empty clients[tried/committed]:$per_kind logged[server_commits=${srv_commits:-0} server_aborts=${srv_aborts:-0} sink_commits=${sink_commits:-0} sink_aborts=${sink_aborts:-0}] watcher_checks[poll=${wpoll_checks:-0} inotify=${wino_checks:-0} overflows=${overflows:-0}] close_write_events=$close_writes partial_sightings=$partial (poll=${poll_bad:-?} inotify=${ino_bad:-?}) final_partial=${final_bad:-?} lost=$lost debris=$((debris + staging_debris)) (destination=$debris staging=$staging_debris)"
+echo "torture: server=$which seconds=$ELAPSED workers=$WORKERS uploads=$attempted committed=$committed aborted=$aborted (failed=$failed killed=$kills vanished=$vanished) kills=$kills big=$big empty=$empty clients[tried/committed]:$per_kind logged[server_commits=${srv_commits:-0} server_aborts=${srv_aborts:-0} sink_commits=${sink_commits:-0} sink_aborts=${sink_aborts:-0}] watcher_checks[poll=${wpoll_checks:-0} inotify=${wino_checks:-0} overflows=${overflows:-0}] close_write_events=$close_writes close_write_overlaps=$close_write_overlaps partial_sightings=$partial (poll=${poll_bad:-?} inotify=${ino_bad:-?}) final_partial=${final_bad:-?} lost=$lost debris=$((debris + staging_debris)) (destination=$debris staging=$staging_debris)"
 
 [ "$partial" -eq 0 ] && [ "${final_bad:-1}" -eq 0 ] && [ "$lost" -eq 0 ] &&
     [ "$debris" -eq 0 ] && [ "$staging_debris" -eq 0 ] &&
