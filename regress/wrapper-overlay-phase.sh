@@ -106,12 +106,15 @@ e2e_upload() {
 	rm -rf "$DEST"
 	mkdir -p "$DEST"
 	chown "$TEST_USER" "$DEST"
-	as_user scp -O $opts -l 8000 "$WORK/big" "$TEST_USER@localhost:$DEST/big" \
+	as_user scp -O $opts -l 4000 "$WORK/big" "$TEST_USER@localhost:$DEST/big" \
 	    >"$WORK/scp.out" 2>&1 &
 	scp_pid=$!
 	on_exit "kill $scp_pid"
 	# The first sight of the staged file, and at that moment the name.
-	for i in $(seq 1 100); do
+	# The upload takes about 8 s at 4000 Kbit/s; under load the login
+	# alone can take seconds, so poll for as long as the client lives.
+	for i in $(seq 1 600); do
+		kill -0 "$scp_pid" 2>/dev/null || break
 		[ -e "$DEST/big" ] && { early=yes; break; }
 		for pid in /proc/[0-9]*; do
 			[ "$(readlink "$pid/exe" 2>/dev/null)" = "$OURS" ] || continue
