@@ -92,27 +92,39 @@ peer_throttle(struct scp_peer *p, size_t n)
 		;
 }
 
-/* Refill the read buffer.  0, EPIPE at EOF, ECANCELED on a signal. */
+/*
+ * Refill the read buffer once it is empty, with at least `want` bytes
+ * (at most a buffer's worth).  Only ask for more than one byte when the
+ * peer owes them: file data whose length it announced.  sshd hands the
+ * data over in pieces of a few KiB, and gathering them here turns them
+ * into one stage_write per buffer.  0, EPIPE at EOF, ECANCELED on a
+ * signal.
+ */
 static int
-peer_fill(struct scp_peer *p)
+peer_fill(struct scp_peer *p, size_t want)
 {
 	ssize_t n;
 
 	if (p->rpos < p->rlen)
 		return 0;
 	p->rpos = p->rlen = 0;
-	for (;;) {
+	if (want > sizeof(p->rbuf))
+		want = sizeof(p->rbuf);
+	while (p->rlen < want) {
 		if (peer_stopped(p))
 			return ECANCELED;
-		n = read(p->in_fd, p->rbuf, sizeof(p->rbuf));
-		if (n > 0)
-			break;
+		n = read(p->in_fd, p->rbuf + p->rlen,
+		    sizeof(p->rbuf) - p->rlen);
+		if (n > 0) {
+			p->rlen += (size_t)n;
+			continue;
+		}
+		/* What arrived before EOF or an error is still served. */
 		if (n == 0)
-			return EPIPE;
+			return p->rlen > 0 ? 0 : EPIPE;
 		if (errno != EINTR && errno != EAGAIN)
-			return errno;
+			return p->rlen > 0 ? 0 : errno;
 	}
-	p->rlen = (size_t)n;
 	return 0;
 }
 
@@ -121,7 +133,7 @@ peer_getc(struct scp_peer *p, int *c)
 {
 	int r;
 
-	if ((r = peer_fill(p)) != 0)
+	if ((r = peer_fill(p, 1)) != 0)
 		return r;
 	*c = p->rbuf[p->rpos++];
 	return 0;
@@ -134,7 +146,7 @@ peer_take(struct scp_peer *p, size_t want, const unsigned char **data,
 {
 	int r;
 
-	if ((r = peer_fill(p)) != 0)
+	if ((r = peer_fill(p, want)) != 0)
 		return r;
 	*n = p->rlen - p->rpos < want ? p->rlen - p->rpos : want;
 	*data = p->rbuf + p->rpos;
