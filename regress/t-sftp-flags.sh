@@ -270,6 +270,41 @@ else
 	skip "-d %u-%U as another user" "needs root"
 fi
 
+# -d in a session, side by side: where "pwd" (REALPATH ".") says the
+# session is, the log (-e -l verbose: a chdir failure is logged at
+# ERROR, and the session goes on where it started, here), and where a
+# relative upload lands.  A relative -d is taken from the directory the
+# server starts in.  An unknown ~user or %-escape ends both before the
+# session starts.
+mkdir -p "$WORK/rel/inner" "$WORK/start/%"
+printf 'not a directory\n' >"$WORK/plainfile"
+printf 'pwd\n-put %s relput\n' "$UP" >"$WORK/batch"
+for dir in rel rel/inner rel/../rel/inner . .. "$WORK//rel/" nonexistent \
+    rel/nonexistent plainfile "%d/nonexistent-$tid" "$WORK/start/%%" \
+    "~nosuchuser-$tid" "~nosuchuser-$tid/x" "%x" "%U"; do
+	for who in ours stock; do
+		srv=$SFTP_SERVER
+		[ $who = stock ] && srv=$STOCK_SFTP_SERVER
+		find "$WORK" -name relput -delete
+		rm -f "$HOME/relput" "$WORK/../relput"
+		sftp -b "$WORK/batch" -D "$srv -e -l verbose -d '$dir'" \
+		    >"$WORK/out.$who" 2>&1
+		echo "exit $?" >>"$WORK/out.$who"
+		{ find "$WORK" -name relput; ls "$HOME/relput" \
+		    "$WORK/../relput" 2>/dev/null; } |
+		    sort >>"$WORK/out.$who"
+		grep -v -e '^commit ' "$WORK/out.$who" >"$WORK/out.$who.f"
+	done
+	if cmp -s "$WORK/out.ours.f" "$WORK/out.stock.f"; then
+		ok "session -d $dir: same as stock ($(grep -e '^Remote working' -e chdir -e expand -e relput "$WORK/out.ours.f" | tr '\n' ' '))"
+	else
+		notok "session -d $dir: differs from stock"
+		diff -u "$WORK/out.stock.f" "$WORK/out.ours.f" | sed 's/^/#   /'
+	fi
+done
+find "$WORK" -name relput -delete
+rm -f "$HOME/relput" "$WORK/../relput"
+
 # 5. -u umask on new files and directories.
 printf 'put %s %s/new\nmkdir %s/m\n' "$UP" "$D" "$D" >"$WORK/batch"
 chmod 666 "$UP"
@@ -525,6 +560,68 @@ for m in copy inplace; do
 done
 check "no debris in the destination" entries "$D" f sub
 check "no debris in the staging directory" entries "$STAGE"
+
+# Bad values of our own flags: refused with a message and stock's
+# statuses (1 for a usage error, 255 for a fatal one).
+# refused STATUS PATTERN ARGS...: the server exits STATUS and says
+# PATTERN (on stderr, with -e for what is logged).
+refused() {
+	local want=$1 pat=$2
+	shift 2
+	"$SFTP_SERVER" "$@" </dev/null >"$WORK/out" 2>&1
+	local got=$?
+	check "$*: exit $got, $(head -1 "$WORK/out" | cut -c1-70)" \
+	    test $got = "$want" -a -n "$(grep -e "$pat" "$WORK/out")"
+}
+refused 1 'Invalid durability "bogus"' -s bogus
+refused 1 'Invalid modify policy "bogus"' -m bogus
+refused 1 '^usage: ' -t
+refused 1 '^usage: ' -s
+refused 1 '^usage: ' -m
+refused 1 '^usage: ' -S
+refused 255 '^-t %x: unknown key %x' -e -t %x
+refused 255 '^-t %d%: % at the end' -e -t %d%
+refused 255 "^-t ~nosuchuser-$tid: no such user nosuchuser-$tid" -e -t "~nosuchuser-$tid"
+refused 1 "sweep $WORK/nonexistent: No such file or directory" -S "$WORK/nonexistent"
+# A bad environment value is logged and the default kept: staging on,
+# durability full, copy, beside the destination.
+printf 'put %s %s/f\n' "$UP" "$D" >"$WORK/batch"
+upload_with ATOMIC_UPLOAD_SYNC=bogus --
+check "ATOMIC_UPLOAD_SYNC=bogus: logged" \
+    grep -q '^ATOMIC_UPLOAD_SYNC=bogus not understood: using full' "$WORK/out"
+inode_kept ATOMIC_UPLOAD_STAGING=bogus --
+check "ATOMIC_UPLOAD_STAGING=bogus: staging stays on (new inode)" test $? = 1
+check "ATOMIC_UPLOAD_STAGING=bogus: logged" \
+    grep -q '^ATOMIC_UPLOAD_STAGING=bogus not understood' "$WORK/out"
+inode_kept ATOMIC_UPLOAD_STAGING=on -- -n
+check "-n wins over ATOMIC_UPLOAD_STAGING=on" test $? = 0
+upload_with ATOMIC_UPLOAD_MODIFY=bogus --
+check "ATOMIC_UPLOAD_MODIFY=bogus: logged" \
+    grep -q '^ATOMIC_UPLOAD_MODIFY=bogus not understood: using copy' "$WORK/out"
+upload_with ATOMIC_UPLOAD_TMPDIR=%x --
+check "ATOMIC_UPLOAD_TMPDIR=%x: logged, the session goes on" \
+    grep -q '^ATOMIC_UPLOAD_TMPDIR=%x: unknown key %x: staging beside' "$WORK/out"
+upload_with -- -t "$WORK/nonexistent"
+check "-t to a missing directory: staged beside, and said so ($(grep '^stage ' "$WORK/out" | cut -c1-60))" \
+    grep -q "^stage \"$D/f\": " "$WORK/out"
+if [ $have_strace = 1 ]; then
+	traced ATOMIC_UPLOAD_SYNC=bogus --
+	check "ATOMIC_UPLOAD_SYNC=bogus: full durability ($(syncs))" \
+	    test "$(syncs | awk '{ print ($1 >= 1 && $2 >= 1) }')" = 1
+	traced ATOMIC_UPLOAD_TMPDIR=%x --
+	check "ATOMIC_UPLOAD_TMPDIR=%x: staged beside the destination" staged_in "$D"
+	traced -- -n
+	check "-n: nothing flushed ($(syncs))" test "$(syncs)" = "0 0"
+	traced -- -n -s data
+	check "-n -s data: the file flushed ($(syncs))" \
+	    test "$(syncs | awk '{ print ($1 >= 1 && $2 == 0) }')" = 1
+	# A relative -t is taken from the start directory.
+	mkdir -p "$WORK/start/rel-stage"
+	chmod 700 "$WORK/start/rel-stage"
+	traced -- -d "$WORK/start" -t rel-stage
+	check "-d DIR -t relative: staged in DIR/relative" \
+	    staged_in "$WORK/start/rel-stage"
+fi
 
 # -h documents our flags.
 "$SFTP_SERVER" -h >"$WORK/out" 2>&1
