@@ -27,6 +27,7 @@ static const struct {
 	enum log_level level;
 } level_names[] = {
 	{ "QUIET", LOG_LEVEL_QUIET },
+	{ "SILENT", LOG_LEVEL_QUIET },	/* stock takes it too */
 	{ "FATAL", LOG_LEVEL_FATAL },
 	{ "ERROR", LOG_LEVEL_ERROR },
 	{ "INFO", LOG_LEVEL_INFO },
@@ -135,7 +136,7 @@ void
 do_logv(enum log_level level, const char *fmt, va_list ap)
 {
 	char msg[1024], line[1100];
-	const char *prefix = "";
+	const char *prefix = "", *what;
 	int saved_errno = errno, pri = LOG_INFO;
 	size_t i;
 
@@ -175,16 +176,20 @@ do_logv(enum log_level level, const char *fmt, va_list ap)
 	if (logstate.sink != NULL) {
 		logstate.sink(level, line);
 	} else if (logstate.to_stderr) {
-		dprintf(STDERR_FILENO, "%s\r\n", line);
+		/* Stock's longest line on stderr: 1021 characters. */
+		dprintf(STDERR_FILENO, "%.1021s\r\n", line);
 	} else {
 		if (!logstate.syslog_open) {
 			openlog(logstate.ident[0] ? logstate.ident : NULL,
 			    LOG_PID, logstate.facility);
 			logstate.syslog_open = 1;
 		}
-		/* Stock's syslog lines (not its stderr ones) name these. */
-		syslog(pri, "%s%s", level == LOG_LEVEL_ERROR ? "error: " :
-		    level == LOG_LEVEL_FATAL ? "fatal: " : "", line);
+		/* Stock's syslog lines (not its stderr ones) name these,
+		 * and its longest message is 500 characters, these words
+		 * included. */
+		what = level == LOG_LEVEL_ERROR ? "error: " :
+		    level == LOG_LEVEL_FATAL ? "fatal: " : "";
+		syslog(pri, "%s%.*s", what, (int)(500 - strlen(what)), line);
 	}
 	errno = saved_errno;
 }

@@ -125,39 +125,138 @@ parse_switch(const char *s, int *on)
 	return 0;
 }
 
+/* Why a directory template could not be expanded. */
+enum expand_fail {
+	EXPAND_OK = 0,
+	EXPAND_NO_USER,		/* ~name: no such user */
+	EXPAND_TOO_LONG,	/* PATH_MAX or more once ~ is expanded */
+	EXPAND_BAD_KEY,		/* %x with an unknown x */
+	EXPAND_BAD_FORMAT,	/* a % at the very end */
+	EXPAND_NO_MEMORY
+};
+
 /*
- * A directory template as -d takes it: a leading ~ or ~user, then %d
- * (home), %u (user), %U (uid) and %%.  EINVAL for an unknown escape,
- * ENOENT for an unknown user.
+ * A directory template as -d takes it: first a leading ~ or ~user (the
+ * user name runs to the first '/'), then %d (home), %u (user), %U (uid)
+ * and %%.  On failure *detail says what was wrong (the user name, or
+ * the key).
  */
-static int
-expand_dir(const char *tmpl, const struct passwd *pw, char **out)
+static enum expand_fail
+expand_dir(const char *tmpl, const struct passwd *pw, char **out,
+    char *detail, size_t dlen)
 {
-	struct passwd *other;
-	char user[256], *tilde = NULL;
-	const char *rest;
+	const struct passwd *who = pw;
+	const char *rest, *p;
+	char *tilde = NULL;
 	size_t ulen;
 	int r;
 
 	*out = NULL;
-	if (tmpl[0] == '~' && tmpl[1] != '/' && tmpl[1] != '\0') {
+	detail[0] = '\0';
+	if (tmpl[0] == '~') {
 		rest = strchr(tmpl, '/');
 		ulen = rest == NULL ? strlen(tmpl + 1) :
 		    (size_t)(rest - tmpl - 1);
-		if (ulen >= sizeof(user))
-			return ENOENT;
-		memcpy(user, tmpl + 1, ulen);
-		user[ulen] = '\0';
-		if ((other = getpwnam(user)) == NULL)
-			return ENOENT;
-		if (asprintf(&tilde, "%s%s", other->pw_dir,
+		if (ulen > 0) {
+			char *name;
+
+			if ((name = strndup(tmpl + 1, ulen)) == NULL)
+				return EXPAND_NO_MEMORY;
+			who = getpwnam(name);
+			snprintf(detail, dlen, "%s", name);
+			free(name);
+			if (who == NULL)
+				return EXPAND_NO_USER;
+		}
+		if (asprintf(&tilde, "%s%s", who->pw_dir,
 		    rest == NULL ? "" : rest) < 0)
-			return ENOMEM;
+			return EXPAND_NO_MEMORY;
+		if (strlen(tilde) >= PATH_MAX) {
+			free(tilde);
+			return EXPAND_TOO_LONG;
+		}
 		tmpl = tilde;
+	}
+	/* The first bad escape, from the left, is the one reported. */
+	for (p = tmpl; *p != '\0'; p++) {
+		if (*p != '%')
+			continue;
+		if (p[1] == '\0') {
+			free(tilde);
+			return EXPAND_BAD_FORMAT;
+		}
+		if (strchr("duU%", p[1]) == NULL) {
+			snprintf(detail, dlen, "%%%c", p[1]);
+			free(tilde);
+			return EXPAND_BAD_KEY;
+		}
+		p++;
 	}
 	r = stage_expand_dir(tmpl, pw->pw_name, pw->pw_dir, pw->pw_uid, out);
 	free(tilde);
-	return r;
+	if (r == ENOMEM)
+		return EXPAND_NO_MEMORY;
+	if (r != 0)	/* not expected after the checks above */
+		return EXPAND_BAD_FORMAT;
+	return EXPAND_OK;
+}
+
+/*
+ * -d as stock takes it: expanded while the options are read, so before
+ * logging is set up (the messages go to syslog whatever -e says) and
+ * before -Q; an expansion that fails ends the program with status 255,
+ * with the messages stock logs.
+ */
+static char *
+start_directory(const char *tmpl, const struct passwd *pw)
+{
+	char *dir, detail[256];
+
+	switch (expand_dir(tmpl, pw, &dir, detail, sizeof(detail))) {
+	case EXPAND_OK:
+		return dir;
+	case EXPAND_NO_USER:
+		error("tilde_expand: No such user %s", detail);
+		exit(EXIT_FATAL);
+	case EXPAND_TOO_LONG:
+		error("tilde_expand: Path too long");
+		exit(EXIT_FATAL);
+	case EXPAND_BAD_KEY:
+		error("vdollar_percent_expand: unknown key %s", detail);
+		fatal("percent_expand: failed");
+	case EXPAND_BAD_FORMAT:
+		error("vdollar_percent_expand: invalid format");
+		fatal("percent_expand: failed");
+	case EXPAND_NO_MEMORY:
+	default:
+		fatal("-d %s: %s", tmpl, strerror(ENOMEM));
+	}
+	return NULL;
+}
+
+/* Our words for an expansion that failed (for -t and its variable). */
+static const char *
+expand_failure(enum expand_fail f, const char *detail, char *buf,
+    size_t len)
+{
+	switch (f) {
+	case EXPAND_NO_USER:
+		snprintf(buf, len, "no such user %s", detail);
+		break;
+	case EXPAND_TOO_LONG:
+		snprintf(buf, len, "path too long");
+		break;
+	case EXPAND_BAD_KEY:
+		snprintf(buf, len, "unknown key %s", detail);
+		break;
+	case EXPAND_BAD_FORMAT:
+		snprintf(buf, len, "%% at the end");
+		break;
+	default:
+		snprintf(buf, len, "%s", strerror(ENOMEM));
+		break;
+	}
+	return buf;
 }
 
 /*
@@ -326,9 +425,12 @@ main(int argc, char **argv)
 	enum log_level level = LOG_LEVEL_ERROR;
 	int facility = LOG_AUTH, log_stderr = 0, ch, r, status, staging_on;
 	int have_sync = 0, have_modify = 0, have_staging = 0;
-	const char *progname, *dir_tmpl = NULL, *tmp_tmpl = NULL, *env;
+	int bad_level = 0, bad_facility = 0, skipargs = 0;
+	enum expand_fail ef;
+	const char *progname, *tmp_tmpl = NULL, *env;
 	const char *sweep_dir = NULL, *reason = NULL;
-	char *start_dir = NULL, *tmpdir = NULL, addr[128];
+	char *start_dir = NULL, *tmpdir = NULL, addr[128], detail[256];
+	char failure[300];
 	unsigned int swept;
 	mode_t mask;
 	size_t i;
@@ -342,12 +444,16 @@ main(int argc, char **argv)
 	if ((pw = getpwuid(getuid())) == NULL)
 		fatal("No user found for uid %lu", (unsigned long)getuid());
 
+	/*
+	 * ':' first: a missing argument is told apart from an unknown
+	 * option, for -c.
+	 */
 	opterr = 0;
-	while ((ch = getopt(argc, argv,
+	while (!skipargs && (ch = getopt(argc, argv,
 #ifdef __GLIBC__
 	    "+"	/* stop at the first non-option word, as BSD does */
 #endif
-	    "d:f:l:P:p:Q:u:cehRt:s:nm:S:")) != -1) {
+	    ":d:f:l:P:p:Q:u:c:ehRt:s:nm:S:")) != -1) {
 		switch (ch) {
 		case 'Q':
 			if (strcasecmp(optarg, "requests") != 0) {
@@ -361,27 +467,43 @@ main(int argc, char **argv)
 			opts.readonly = 1;
 			break;
 		case 'c':
-			/* Accepted by stock for compatibility; no effect. */
+			/*
+			 * Run as a login shell ("sftp-server -c command"):
+			 * as stock does, the word after -c (even one that
+			 * looks like an option) and everything after it
+			 * are ignored.
+			 */
+			skipargs = 1;
+			break;
+		case ':':
+			if (optopt == 'c') {	/* -c as the last word */
+				skipargs = 1;
+				break;
+			}
+			usage(progname);
 			break;
 		case 'e':
 			log_stderr = 1;
 			break;
+		/*
+		 * A bad -l or -f is logged (to syslog: logging is not set
+		 * up yet) and refused once every option is read, as stock
+		 * does; a later good one replaces it.
+		 */
 		case 'l':
-			if (log_parse_level(optarg, &level) != 0) {
-				fprintf(stderr, "Invalid log level \"%s\"\n",
-				    optarg);
-				exit(EXIT_USAGE);
-			}
+			bad_level = log_parse_level(optarg, &level) != 0;
+			if (bad_level)
+				error("Invalid log level \"%s\"", optarg);
 			break;
 		case 'f':
-			if (log_parse_facility(optarg, &facility) != 0) {
-				fprintf(stderr, "Invalid log facility \"%s\"\n",
-				    optarg);
-				exit(EXIT_USAGE);
-			}
+			bad_facility =
+			    log_parse_facility(optarg, &facility) != 0;
+			if (bad_facility)
+				error("Invalid log facility \"%s\"", optarg);
 			break;
 		case 'd':
-			dir_tmpl = optarg;
+			free(start_dir);
+			start_dir = start_directory(optarg, pw);
 			break;
 		case 'p':
 			if (opts.allowed != NULL)
@@ -431,6 +553,16 @@ main(int argc, char **argv)
 	}
 	/* Words after the options ("-- HOST sftp" from scp -D) are ignored. */
 
+	/* Stock's words for a bad -l or -f (the level is checked first). */
+	if (bad_level) {
+		fprintf(stderr, "Unrecognized internal syslog level code -1\n");
+		exit(EXIT_USAGE);
+	}
+	if (bad_facility) {
+		fprintf(stderr,
+		    "Unrecognized internal syslog facility code -1\n");
+		exit(EXIT_USAGE);
+	}
 	log_init(progname, level, facility, log_stderr);
 
 	if (sweep_dir != NULL) {
@@ -474,20 +606,14 @@ main(int argc, char **argv)
 	if (opts.stage.disabled && !have_sync)
 		opts.stage.sync = STAGE_SYNC_NONE;
 
-	if (dir_tmpl != NULL) {
-		if ((r = expand_dir(dir_tmpl, pw, &start_dir)) != 0)
-			fatal("-d %s: %s", dir_tmpl, r == ENOENT ?
-			    "no such user" : r == EINVAL ?
-			    "unknown %-escape" : strerror(r));
-	}
 	if (tmp_tmpl != NULL) {
-		if ((r = expand_dir(tmp_tmpl, pw, &tmpdir)) != 0) {
+		ef = expand_dir(tmp_tmpl, pw, &tmpdir, detail, sizeof(detail));
+		if (ef != EXPAND_OK) {
+			expand_failure(ef, detail, failure, sizeof(failure));
 			if (tmp_tmpl != getenv("ATOMIC_UPLOAD_TMPDIR"))
-				fatal("-t %s: %s", tmp_tmpl, r == ENOENT ?
-				    "no such user" : r == EINVAL ?
-				    "unknown %-escape" : strerror(r));
+				fatal("-t %s: %s", tmp_tmpl, failure);
 			error("ATOMIC_UPLOAD_TMPDIR=%s: %s: staging beside "
-			    "each destination", tmp_tmpl, strerror(r));
+			    "each destination", tmp_tmpl, failure);
 		}
 	}
 	opts.stage.tmpdir = tmpdir;

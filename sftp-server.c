@@ -114,6 +114,7 @@ struct sftp_session {
 	char *tmpdir;
 	struct stage_opts stage;
 	int readonly;
+	int allowlist;		/* -p was given */
 	unsigned int max_handles;
 	int initialised;
 
@@ -659,6 +660,7 @@ sftp_session_new(const struct sftp_server_opts *opts,
 	s->tmpdir = strdup_or_null(opts->stage.tmpdir, &r);
 	s->stage.tmpdir = s->tmpdir;
 	s->readonly = opts->readonly;
+	s->allowlist = opts->allowed != NULL;
 	s->max_handles = opts->max_handles;
 	if ((s->refused = calloc(NREQUEST_TYPES, 1)) == NULL)
 		r = ENOMEM;
@@ -1321,6 +1323,7 @@ do_stat(struct sftp_session *s, uint32_t id, struct sftp_buf *msg,
 
 	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0)
 		return r;
+	debug3("request %u: %sstat", id, follow ? "" : "l");
 	verbose("%sstat name \"%s\"", follow ? "" : "l", s->path1);
 	if ((follow ? stat(s->path1, &st) : lstat(s->path1, &st)) != 0)
 		return errno;
@@ -2002,17 +2005,24 @@ process_init(struct sftp_session *s, struct sftp_buf *msg)
 		switch (s->refused[i]) {
 		case REFUSE_DENYLIST:
 			verbose("Refusing denylisted %s request", rt->name);
-			continue;
+			break;
 		case REFUSE_NOT_ALLOWLISTED:
 			verbose("Refusing non-allowlisted %s request",
 			    rt->name);
-			continue;
+			break;
 		case REFUSE_READONLY:
 			verbose("Refusing %s request in read-only mode",
 			    rt->name);
-			continue;
+			break;
 		default:
 			break;
+		}
+		if (s->refused[i] == REFUSE_NONE && s->allowlist)
+			debug2("Permitting allowlisted %s request", rt->name);
+		if (s->refused[i] != REFUSE_NONE) {
+			debug2("compose_extension: refusing to advertise "
+			    "disallowed extension %s", rt->ext_name);
+			continue;
 		}
 		if ((r = sftp_put_cstring(&s->out, rt->ext_name)) != 0 ||
 		    (r = sftp_put_cstring(&s->out, rt->ext_version)) != 0)
@@ -2093,7 +2103,7 @@ process_packet(struct sftp_session *s, const u_char *p, size_t len)
 			error("Unknown message %u", type);
 		return send_status_msg(s, id, SSH2_FX_OP_UNSUPPORTED, NULL);
 	}
-	debug3("request %u: %s", id, rt->name);
+	/* Each handler logs its own "request N: ..." line, as stock's do. */
 	switch (s->refused[idx]) {
 	case REFUSE_DENYLIST:
 		verbose("Refusing denylisted %s request", rt->name);
@@ -2105,6 +2115,8 @@ process_packet(struct sftp_session *s, const u_char *p, size_t len)
 		verbose("Refusing %s request in read-only mode", rt->name);
 		return send_status(s, id, EPERM);
 	default:
+		if (s->allowlist)
+			debug2("Permitting allowlisted %s request", rt->name);
 		break;
 	}
 	if ((r = rt->handler(s, id, &msg)) == 0)

@@ -105,16 +105,138 @@ for q in requests REQUESTS; do
 	b=$("$STOCK_SFTP_SERVER" -Q $q 2>&1; echo "exit $?")
 	check "-Q $q: same list and status as stock" test "$a" = "$b"
 done
-for args in "-Q bogus" "-p open -p close" "-P open -P close" "-u 999" \
-    "-u abc" "-l bogus" "-f bogus" "-d %x" "-h" "-z"; do
-	"$SFTP_SERVER" $args </dev/null >/dev/null 2>&1
-	a=$?
-	"$STOCK_SFTP_SERVER" $args </dev/null >/dev/null 2>&1
-	b=$?
-	check "$args: exit status $a, stock's is $b" test $a = $b
-done
-for args in "-l info" "-l DEBUG3" "-f LOCAL0" "-f daemon" "-c" "-e" \
-    "-u 022" "-- localhost sftp"; do
+# Every command line below, run by ours and by stock with no client
+# (stdin /dev/null): the same exit status, standard output, standard
+# error and syslog lines (priority, tag, text).  Bad values are refused
+# the way stock refuses them: some while the options are read (logged to
+# syslog even with -e, since logging is not set up yet; before -Q), a
+# bad -l or -f once they are all read.  With root and unshare -m,
+# regress/helpers/syslog_catch.py owns /dev/log in a private mount
+# namespace; otherwise only the exit status and output are compared.
+# Both servers run as "sftp-server" (symlinks): the tag is the name.
+SYSLOG_CATCH="$SRC/regress/helpers/syslog_catch.py"
+mkdir -p "$WORK/cmp-ours" "$WORK/cmp-stock"
+ln -sf "$SFTP_SERVER" "$WORK/cmp-ours/sftp-server"
+ln -sf "$STOCK_SFTP_SERVER" "$WORK/cmp-stock/sftp-server"
+catch_syslog=0
+if [ "$(id -u)" = 0 ] && unshare -m --propagation private true 2>/dev/null; then
+	catch_syslog=1
+else
+	skip "command lines: syslog lines compared" "needs root and unshare -m"
+fi
+# run_cmdline WHO ARGS...: what "sftp-server ARGS..." (ours or stock) did.
+run_cmdline() {
+	local who=$1
+	shift
+	if [ $catch_syslog = 1 ]; then
+		unshare -m --propagation private sh -c '
+		    mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 &&
+		    exec "$@"' - /usr/bin/python3 "$SYSLOG_CATCH" \
+		    "$WORK/cmp-$who/sftp-server" "$@"
+	else
+		/usr/bin/python3 "$SYSLOG_CATCH" "$WORK/cmp-$who/sftp-server" "$@"
+	fi
+}
+# cmdline_as_stock ARGS...: same exit status, output and syslog lines.
+cmdline_as_stock() {
+	run_cmdline ours "$@" >"$WORK/cmd.ours" 2>&1
+	run_cmdline stock "$@" >"$WORK/cmd.stock" 2>&1
+	if cmp -s "$WORK/cmd.ours" "$WORK/cmd.stock"; then
+		ok "$(printf '%.60s' "$*"): same as stock ($(grep -v '^stdout' "$WORK/cmd.ours" | tr '\n' ' ' | cut -c1-110))"
+	else
+		notok "$(printf '%.60s' "$*"): differs from stock"
+		diff -u "$WORK/cmd.stock" "$WORK/cmd.ours" | cut -c1-200 | sed 's/^/#   /'
+	fi
+}
+# ~/NAME: PATH_MAX - 1 characters once expanded is accepted, one more
+# is refused.  The same names show how long a log line may be (stderr,
+# syslog).
+LONG_OK=$(printf "%$((4095 - ${#HOME} - 1))s" | tr ' ' x)
+LONG_BAD=${LONG_OK}x
+while read -r line; do
+	eval "set -- $line"
+	cmdline_as_stock "$@"
+done <<EOF
+-Q bogus
+-Q ''
+-Q requests -Q bogus
+-Q bogus -Q requests
+-R -Q requests
+-h
+-z
+-d
+-l
+-u
+-p open -p close
+-P open -P close
+-e -p a -p b -Q requests
+-P bogus,open -e -l verbose
+-u 999
+-u abc
+-u ''
+-u -1
+-u 0x1
+-u 1000
+-u 99999999999999999999
+-u ' 22'
+-e -u 999
+-u 999 -Q requests
+-l bogus
+-l ''
+-l DEBUG4
+-f bogus
+-f local8
+-f security
+-f ''
+-e -l bogus
+-l bogus -f bogus -e
+-f bogus -l bogus
+-l bogus -l info
+-f bogus -f local0 -l info
+-l bogus -Q requests
+-f bogus -h
+-l bogus -u 999
+-e -l silent -l info
+-e -l silent -d /nonexistent-$tid
+-e -l quiet -d /nonexistent-$tid
+-e -l fatal -d /nonexistent-$tid
+-e -l error -d /nonexistent-$tid
+-e -l Info -f Local7
+-d %x
+-e -d %x
+-d %
+-d %d%
+-d %%%
+-d %x%
+-d %dx%y
+-d \~nosuchuser-$tid
+-e -d \~nosuchuser-$tid/%x
+-d \~%u
+-d %x -d /
+-d / -d %x
+-d %x -Q requests
+-l bogus -d %x
+-e -l info -d \~/$LONG_OK
+-e -l info -d \~/$LONG_BAD
+-e -l info -d \~root/$LONG_BAD
+-e -l info -d %d/$LONG_BAD
+-e -l info -d /$LONG_OK
+-l info -d /$LONG_OK
+-e -d ''
+-c
+-e -c -l info
+-e -l info -c
+-c -u 999
+-cu 999
+-c foo -u 999
+-e -l info -c foo -R
+-R foo -u 999
+foo -u 999
+-e -l info -- localhost sftp
+-eRl info -u 022
+EOF
+for args in "-l info" "-l DEBUG3" "-l silent" "-f LOCAL0" "-f daemon" "-c" \
+    "-e" "-u 022" "-- localhost sftp"; do
 	"$SFTP_SERVER" $args </dev/null >/dev/null 2>&1
 	check "$args accepted (exit status $?)" test $? = 0
 done
@@ -148,6 +270,41 @@ else
 	skip "-d %u-%U as another user" "needs root"
 fi
 
+# -d in a session, side by side: where "pwd" (REALPATH ".") says the
+# session is, the log (-e -l verbose: a chdir failure is logged at
+# ERROR, and the session goes on where it started, here), and where a
+# relative upload lands.  A relative -d is taken from the directory the
+# server starts in.  An unknown ~user or %-escape ends both before the
+# session starts.
+mkdir -p "$WORK/rel/inner" "$WORK/start/%"
+printf 'not a directory\n' >"$WORK/plainfile"
+printf 'pwd\n-put %s relput\n' "$UP" >"$WORK/batch"
+for dir in rel rel/inner rel/../rel/inner . .. "$WORK//rel/" nonexistent \
+    rel/nonexistent plainfile "%d/nonexistent-$tid" "$WORK/start/%%" \
+    "~nosuchuser-$tid" "~nosuchuser-$tid/x" "%x" "%U"; do
+	for who in ours stock; do
+		srv=$SFTP_SERVER
+		[ $who = stock ] && srv=$STOCK_SFTP_SERVER
+		find "$WORK" -name relput -delete
+		rm -f "$HOME/relput" "$WORK/../relput"
+		sftp -b "$WORK/batch" -D "$srv -e -l verbose -d '$dir'" \
+		    >"$WORK/out.$who" 2>&1
+		echo "exit $?" >>"$WORK/out.$who"
+		{ find "$WORK" -name relput; ls "$HOME/relput" \
+		    "$WORK/../relput" 2>/dev/null; } |
+		    sort >>"$WORK/out.$who"
+		grep -v -e '^commit ' "$WORK/out.$who" >"$WORK/out.$who.f"
+	done
+	if cmp -s "$WORK/out.ours.f" "$WORK/out.stock.f"; then
+		ok "session -d $dir: same as stock ($(grep -e '^Remote working' -e chdir -e expand -e relput "$WORK/out.ours.f" | tr '\n' ' '))"
+	else
+		notok "session -d $dir: differs from stock"
+		diff -u "$WORK/out.stock.f" "$WORK/out.ours.f" | sed 's/^/#   /'
+	fi
+done
+find "$WORK" -name relput -delete
+rm -f "$HOME/relput" "$WORK/../relput"
+
 # 5. -u umask on new files and directories.
 printf 'put %s %s/new\nmkdir %s/m\n' "$UP" "$D" "$D" >"$WORK/batch"
 chmod 666 "$UP"
@@ -163,8 +320,12 @@ chmod 644 "$UP"
 #    with N = users + groups): the numbers of that line are not compared.
 printf '%s\n' "$WRITES" "put $UP $D/second" "-rm $D/nonexistent" >"$WORK/batch"
 # At DEBUG1 we add one line on the settings, and name the
-# users-groups-by-id request our way.
-for lv in INFO VERBOSE DEBUG1; do
+# users-groups-by-id request our way.  At DEBUG2, the lines on -p, -P
+# and -R too (extensions not advertised, requests let through).
+ALLOW=open,close,write,read,realpath,stat,lstat,fstat,opendir,readdir,mkdir
+ALLOW=$ALLOW,rename,setstat,remove,symlink,readlink,users-groups-by-id,limits
+for lv in INFO VERBOSE DEBUG1 DEBUG2 "DEBUG2 -R" \
+    "DEBUG2 -P mkdir,statvfs,write -p $ALLOW"; do
 	both -e -l $lv
 	for who in ours stock; do
 		grep -v -e '^exit ' -e '^sftp> ' -e '^Remote working' "$WORK/out.$who" |
@@ -178,7 +339,7 @@ for lv in INFO VERBOSE DEBUG1; do
 		notok "-l $lv: log lines differ from stock's"
 		diff -u "$WORK/log.stock" "$WORK/log.ours" | sed 's/^/#   /'
 	fi
-	if [ $ours = 1 ]; then
+	if [ $ours = 1 ] && [ "$lv" = "${lv%% *}" ]; then
 		n=$(grep -c '^commit "' "$WORK/out.ours")
 		c=$(grep -c '^open ".*" flags WRITE' "$WORK/out.ours")
 		check "-l $lv: a commit line per upload ($n of $c)" \
@@ -399,6 +560,68 @@ for m in copy inplace; do
 done
 check "no debris in the destination" entries "$D" f sub
 check "no debris in the staging directory" entries "$STAGE"
+
+# Bad values of our own flags: refused with a message and stock's
+# statuses (1 for a usage error, 255 for a fatal one).
+# refused STATUS PATTERN ARGS...: the server exits STATUS and says
+# PATTERN (on stderr, with -e for what is logged).
+refused() {
+	local want=$1 pat=$2
+	shift 2
+	"$SFTP_SERVER" "$@" </dev/null >"$WORK/out" 2>&1
+	local got=$?
+	check "$*: exit $got, $(head -1 "$WORK/out" | cut -c1-70)" \
+	    test $got = "$want" -a -n "$(grep -e "$pat" "$WORK/out")"
+}
+refused 1 'Invalid durability "bogus"' -s bogus
+refused 1 'Invalid modify policy "bogus"' -m bogus
+refused 1 '^usage: ' -t
+refused 1 '^usage: ' -s
+refused 1 '^usage: ' -m
+refused 1 '^usage: ' -S
+refused 255 '^-t %x: unknown key %x' -e -t %x
+refused 255 '^-t %d%: % at the end' -e -t %d%
+refused 255 "^-t ~nosuchuser-$tid: no such user nosuchuser-$tid" -e -t "~nosuchuser-$tid"
+refused 1 "sweep $WORK/nonexistent: No such file or directory" -S "$WORK/nonexistent"
+# A bad environment value is logged and the default kept: staging on,
+# durability full, copy, beside the destination.
+printf 'put %s %s/f\n' "$UP" "$D" >"$WORK/batch"
+upload_with ATOMIC_UPLOAD_SYNC=bogus --
+check "ATOMIC_UPLOAD_SYNC=bogus: logged" \
+    grep -q '^ATOMIC_UPLOAD_SYNC=bogus not understood: using full' "$WORK/out"
+inode_kept ATOMIC_UPLOAD_STAGING=bogus --
+check "ATOMIC_UPLOAD_STAGING=bogus: staging stays on (new inode)" test $? = 1
+check "ATOMIC_UPLOAD_STAGING=bogus: logged" \
+    grep -q '^ATOMIC_UPLOAD_STAGING=bogus not understood' "$WORK/out"
+inode_kept ATOMIC_UPLOAD_STAGING=on -- -n
+check "-n wins over ATOMIC_UPLOAD_STAGING=on" test $? = 0
+upload_with ATOMIC_UPLOAD_MODIFY=bogus --
+check "ATOMIC_UPLOAD_MODIFY=bogus: logged" \
+    grep -q '^ATOMIC_UPLOAD_MODIFY=bogus not understood: using copy' "$WORK/out"
+upload_with ATOMIC_UPLOAD_TMPDIR=%x --
+check "ATOMIC_UPLOAD_TMPDIR=%x: logged, the session goes on" \
+    grep -q '^ATOMIC_UPLOAD_TMPDIR=%x: unknown key %x: staging beside' "$WORK/out"
+upload_with -- -t "$WORK/nonexistent"
+check "-t to a missing directory: staged beside, and said so ($(grep '^stage ' "$WORK/out" | cut -c1-60))" \
+    grep -q "^stage \"$D/f\": " "$WORK/out"
+if [ $have_strace = 1 ]; then
+	traced ATOMIC_UPLOAD_SYNC=bogus --
+	check "ATOMIC_UPLOAD_SYNC=bogus: full durability ($(syncs))" \
+	    test "$(syncs | awk '{ print ($1 >= 1 && $2 >= 1) }')" = 1
+	traced ATOMIC_UPLOAD_TMPDIR=%x --
+	check "ATOMIC_UPLOAD_TMPDIR=%x: staged beside the destination" staged_in "$D"
+	traced -- -n
+	check "-n: nothing flushed ($(syncs))" test "$(syncs)" = "0 0"
+	traced -- -n -s data
+	check "-n -s data: the file flushed ($(syncs))" \
+	    test "$(syncs | awk '{ print ($1 >= 1 && $2 == 0) }')" = 1
+	# A relative -t is taken from the start directory.
+	mkdir -p "$WORK/start/rel-stage"
+	chmod 700 "$WORK/start/rel-stage"
+	traced -- -d "$WORK/start" -t rel-stage
+	check "-d DIR -t relative: staged in DIR/relative" \
+	    staged_in "$WORK/start/rel-stage"
+fi
 
 # -h documents our flags.
 "$SFTP_SERVER" -h >"$WORK/out" 2>&1
