@@ -606,6 +606,39 @@ to_remote(struct client *c, char **srcs, int nsrcs, const struct remote *dst,
 	client_exit_for_signal();
 }
 
+/*
+ * The fnmatch(3) pattern a received top-level name must match: the last
+ * component of the remote path, or NULL where the remote shell decides
+ * ("/", "~user").  shell_quote() leaves only * ? [ ] to the remote
+ * shell, so a backslash in the path is a plain character, and escaped
+ * here as one.
+ */
+static int
+request_pattern(const char *path, char **out)
+{
+	size_t len = strlen(path), i, j;
+	const char *base;
+	char *pat;
+
+	*out = NULL;
+	while (len > 1 && path[len - 1] == '/')
+		len--;
+	for (base = path + len; base > path && base[-1] != '/'; base--)
+		;
+	if (base == path + len || *base == '~' || (len == 1 && *path == '/'))
+		return 0;
+	if ((pat = malloc((size_t)(path + len - base) * 2 + 1)) == NULL)
+		return ENOMEM;
+	for (i = 0, j = 0; base + i < path + len; i++) {
+		if (base[i] == '\\')
+			pat[j++] = '\\';
+		pat[j++] = base[i];
+	}
+	pat[j] = '\0';
+	*out = pat;
+	return 0;
+}
+
 /* A remote file or tree into a local target, received atomically. */
 static void
 from_remote(struct client *c, const struct remote *src, const char *target,
@@ -614,20 +647,16 @@ from_remote(struct client *c, const struct remote *src, const char *target,
 	struct scp_opts o = c->opts;
 	struct scp_peer *p;
 	char *cmd, *pattern;
-	size_t len;
 	pid_t pid;
 	int to, from, r;
 
 	/* What we may receive at the top: the last component asked for. */
-	len = strlen(src->path);
-	while (len > 1 && src->path[len - 1] == '/')
-		len--;
-	if ((pattern = strndup(src->path, len)) == NULL)
-		fatal("out of memory");
-	o.pattern = strrchr(pattern, '/') != NULL ?
-	    strrchr(pattern, '/') + 1 : pattern;
-	if (o.pattern[0] == '\0' || strchr(o.pattern, '~') == o.pattern)
-		o.pattern = NULL;	/* "/" or "~": the shell decides */
+	if ((r = request_pattern(src->path, &pattern)) != 0) {
+		fprintf(stderr, "scp: %s\n", strerror(r));
+		c->errors++;
+		return;
+	}
+	o.pattern = pattern;
 	/* Several sources: the target must be a directory, as stock's. */
 	o.target_dir = o.target_dir || target_dir;
 	cmd = remote_command(c, 0, 0, src->path);

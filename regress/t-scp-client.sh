@@ -202,6 +202,11 @@ check "-S: download" cmp -s "$L/a" "$D/a"
 lscp h:"$L/*.txt" "$D/"
 check "-S: download of a wildcard the remote shell expands" \
     only "$D" a c.txt d.txt
+printf 'back\n' >"$L/back\\slash"
+printf 'quote\n' >"$L/it's \"q\""
+lscp h:"$L/back\\slash" h:"$L/it's \"q\"" "$D/"
+check "-S: download of names with a backslash and quotes" \
+    test "$(cat "$D/back\\slash" "$D/it's \"q\"")" = "$(printf 'back\nquote')"
 lscp h:"$L/a" h:"$L/b" "$D/f" 2>"$WORK/err"
 check "-S: several downloads into a non-directory: exit 1" test $? = 1
 check "-S: ... nothing created" test ! -e "$D/f"
