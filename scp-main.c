@@ -22,6 +22,7 @@
 #include <string.h>
 #include <strings.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "atomic-upload.h"
@@ -33,6 +34,14 @@
 
 /* Set by the signal handler; the protocol code stops at its next I/O. */
 static volatile sig_atomic_t got_signal;
+
+/*
+ * Client: the children alive (ssh, the -S program, a local source), so
+ * that a signal reaches them at once, as stock's does: one waiting for a
+ * peer that never answers would otherwise keep us waiting too.
+ */
+#define MAX_CHILDREN	2
+static volatile pid_t children[MAX_CHILDREN];
 
 /* The ssh command line, as the user's options shape it. */
 struct argv_list {
@@ -71,7 +80,39 @@ usage(void)
 static void
 on_signal(int signo)
 {
+	int i;
+
 	got_signal = signo;
+	/* kill() is async-signal-safe; the children are reaped later. */
+	for (i = 0; i < MAX_CHILDREN; i++) {
+		if (children[i] > 0)
+			kill(children[i], signo);
+	}
+}
+
+static void
+child_add(pid_t pid)
+{
+	int i;
+
+	for (i = 0; i < MAX_CHILDREN; i++) {
+		if (children[i] <= 0) {
+			children[i] = pid;
+			return;
+		}
+	}
+	/* Never more than two at once; a third is only not signalled. */
+}
+
+static void
+child_forget(pid_t pid)
+{
+	int i;
+
+	for (i = 0; i < MAX_CHILDREN; i++) {
+		if (children[i] == pid)
+			children[i] = 0;
+	}
 }
 
 static void
@@ -92,7 +133,7 @@ install_signals(int server)
 		signal(SIGPIPE, SIG_IGN);	/* a dead ssh: EPIPE */
 }
 
-/* Stagings are aborted by now; die of the signal as stock would. */
+/* Server: stagings are aborted by now; die of the signal. */
 static void
 exit_for_signal(void)
 {
@@ -104,6 +145,17 @@ exit_for_signal(void)
 		logit("aborted open uploads on signal %d", signo);
 	signal(signo, SIG_DFL);
 	raise(signo);
+	exit(EXIT_ERRORS);
+}
+
+/* Client: stock's scp kills its ssh, reaps it and exits 1 on a signal;
+ * by now our children are reaped and our stagings aborted. */
+static void
+client_exit_for_signal(void)
+{
+	if (got_signal == 0)
+		return;
+	(void)stage_abort_all();
 	exit(EXIT_ERRORS);
 }
 
@@ -410,7 +462,7 @@ spawn_ssh(const struct client *c, const struct remote *rm, const char *cmd,
     pid_t *pidp, int *to_fd, int *from_fd)
 {
 	struct argv_list a;
-	int in[2], out[2], i;
+	int in[2], out[2], i, r;
 	pid_t pid;
 
 	memset(&a, 0, sizeof(a));
@@ -433,32 +485,33 @@ spawn_ssh(const struct client *c, const struct remote *rm, const char *cmd,
 			fprintf(stderr, " %s", a.v[i]);
 		fprintf(stderr, "\n");
 	}
-	if (pipe(in) != 0 || pipe(out) != 0) {
-		argv_free(&a);
-		return errno;
+	/*
+	 * Close-on-exec: a second child (the other end of a remote-to-remote
+	 * copy) must not hold these, or its peer would never see EOF.  The
+	 * dup2() onto 0 and 1 in the child clears the flag there.
+	 */
+	in[0] = in[1] = out[0] = out[1] = -1;
+	if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) {
+		r = errno;
+		goto fail;
 	}
 	fflush(stderr);
 	if ((pid = fork()) < 0) {
-		i = errno;
-		close(in[0]);
-		close(in[1]);
-		close(out[0]);
-		close(out[1]);
-		argv_free(&a);
-		return i;
+		r = errno;
+		goto fail;
 	}
 	if (pid == 0) {
-		dup2(in[0], STDIN_FILENO);
-		dup2(out[1], STDOUT_FILENO);
-		close(in[0]);
-		close(in[1]);
-		close(out[0]);
-		close(out[1]);
+		if (dup2(in[0], STDIN_FILENO) < 0 ||
+		    dup2(out[1], STDOUT_FILENO) < 0) {
+			fprintf(stderr, "scp: dup2: %s\n", strerror(errno));
+			_exit(255);
+		}
 		signal(SIGPIPE, SIG_DFL);
 		execvp(a.v[0], a.v);
 		fprintf(stderr, "scp: %s: %s\n", a.v[0], strerror(errno));
 		_exit(255);
 	}
+	child_add(pid);
 	close(in[0]);
 	close(out[1]);
 	argv_free(&a);
@@ -466,19 +519,49 @@ spawn_ssh(const struct client *c, const struct remote *rm, const char *cmd,
 	*to_fd = in[1];
 	*from_fd = out[0];
 	return 0;
+ fail:
+	for (i = 0; i < 2; i++) {
+		if (in[i] >= 0)
+			close(in[i]);
+		if (out[i] >= 0)
+			close(out[i]);
+	}
+	argv_free(&a);
+	return r;
 }
 
-/* Reap a child; non-zero if it failed. */
+/*
+ * Reap a child; non-zero if it failed.  After a fatal protocol error
+ * (`fatal`) the child may be a peer that never exits: our ends of its
+ * pipes are closed by now, which ends ssh and any honest peer; one still
+ * there after a grace period is terminated, as stock's exit would leave
+ * it to be.
+ */
 static int
-reap(pid_t pid)
+reap(pid_t pid, int fatal)
 {
-	int st;
+	struct timespec ts = { 0, 20 * 1000 * 1000 };
+	int st = 0, i, failed = 1;
+	pid_t r = 0;
 
-	while (waitpid(pid, &st, 0) < 0) {
-		if (errno != EINTR)
-			return 1;
+	for (i = 0; fatal && i < 100 && got_signal == 0; i++) {
+		if ((r = waitpid(pid, &st, WNOHANG)) < 0 && errno == EINTR)
+			r = 0;
+		if (r != 0)
+			break;
+		nanosleep(&ts, NULL);
 	}
-	return !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	if (r == 0) {
+		/* A signal before child_add() did not reach this child. */
+		if (fatal || got_signal != 0)
+			kill(pid, got_signal != 0 ? got_signal : SIGTERM);
+		while ((r = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
+			;
+	}
+	if (r == pid)
+		failed = !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	child_forget(pid);
+	return failed;
 }
 
 static struct scp_peer *
@@ -505,7 +588,7 @@ to_remote(struct client *c, char **srcs, int nsrcs, const struct remote *dst,
 
 	cmd = remote_command(c, 1, target_dir, dst->path);
 	if ((r = spawn_ssh(c, dst, cmd, &pid, &to, &from)) != 0) {
-		fprintf(stderr, "scp: ssh: %s\n", strerror(r));
+		fprintf(stderr, "scp: %s: %s\n", c->ssh.v[0], strerror(r));
 		c->errors++;
 		free(cmd);
 		return;
@@ -518,34 +601,67 @@ to_remote(struct client *c, char **srcs, int nsrcs, const struct remote *dst,
 	close(to);
 	close(from);
 	free(p);
-	if (reap(pid))
+	if (reap(pid, r != 0))
 		c->errors++;
+	client_exit_for_signal();
+}
+
+/*
+ * The fnmatch(3) pattern a received top-level name must match: the last
+ * component of the remote path, or NULL where the remote shell decides
+ * ("/", "~user").  shell_quote() leaves only * ? [ ] to the remote
+ * shell, so a backslash in the path is a plain character, and escaped
+ * here as one.
+ */
+static int
+request_pattern(const char *path, char **out)
+{
+	size_t len = strlen(path), i, j;
+	const char *base;
+	char *pat;
+
+	*out = NULL;
+	while (len > 1 && path[len - 1] == '/')
+		len--;
+	for (base = path + len; base > path && base[-1] != '/'; base--)
+		;
+	if (base == path + len || *base == '~' || (len == 1 && *path == '/'))
+		return 0;
+	if ((pat = malloc((size_t)(path + len - base) * 2 + 1)) == NULL)
+		return ENOMEM;
+	for (i = 0, j = 0; base + i < path + len; i++) {
+		if (base[i] == '\\')
+			pat[j++] = '\\';
+		pat[j++] = base[i];
+	}
+	pat[j] = '\0';
+	*out = pat;
+	return 0;
 }
 
 /* A remote file or tree into a local target, received atomically. */
 static void
-from_remote(struct client *c, const struct remote *src, const char *target)
+from_remote(struct client *c, const struct remote *src, const char *target,
+    int target_dir)
 {
 	struct scp_opts o = c->opts;
 	struct scp_peer *p;
 	char *cmd, *pattern;
-	size_t len;
 	pid_t pid;
 	int to, from, r;
 
 	/* What we may receive at the top: the last component asked for. */
-	len = strlen(src->path);
-	while (len > 1 && src->path[len - 1] == '/')
-		len--;
-	if ((pattern = strndup(src->path, len)) == NULL)
-		fatal("out of memory");
-	o.pattern = strrchr(pattern, '/') != NULL ?
-	    strrchr(pattern, '/') + 1 : pattern;
-	if (o.pattern[0] == '\0' || strchr(o.pattern, '~') == o.pattern)
-		o.pattern = NULL;	/* "/" or "~": the shell decides */
+	if ((r = request_pattern(src->path, &pattern)) != 0) {
+		fprintf(stderr, "scp: %s\n", strerror(r));
+		c->errors++;
+		return;
+	}
+	o.pattern = pattern;
+	/* Several sources: the target must be a directory, as stock's. */
+	o.target_dir = o.target_dir || target_dir;
 	cmd = remote_command(c, 0, 0, src->path);
 	if ((r = spawn_ssh(c, src, cmd, &pid, &to, &from)) != 0) {
-		fprintf(stderr, "scp: ssh: %s\n", strerror(r));
+		fprintf(stderr, "scp: %s: %s\n", c->ssh.v[0], strerror(r));
 		c->errors++;
 		free(cmd);
 		free(pattern);
@@ -560,54 +676,119 @@ from_remote(struct client *c, const struct remote *src, const char *target)
 	close(from);
 	free(p);
 	free(pattern);
-	if (reap(pid))
+	if (reap(pid, r != 0))
 		c->errors++;
-	exit_for_signal();
+	client_exit_for_signal();
 }
 
-/* Copy bytes both ways between two connections until both are done. */
-static int
-relay(int a_in, int a_out, int b_in, int b_out)
-{
-	struct pollfd pfd[2];
-	char buf[64 * 1024];
-	int open_a = 1, open_b = 1, r = 0;
-	ssize_t n;
+/*
+ * What the destination of a remote-to-remote copy says back is only
+ * replies: \0, or \1/\2 and a line of text.  The source end runs as a
+ * server and would only log that text: the user sees it here.
+ */
+struct reply_echo {
+	int in_msg;
+	size_t len;
+	char msg[SCP_LINE_MAX + 1];
+};
 
-	while (open_a || open_b) {
-		if (got_signal != 0)
-			return ECANCELED;
-		pfd[0].fd = open_a ? a_in : -1;
-		pfd[0].events = POLLIN;
-		pfd[1].fd = open_b ? b_in : -1;
-		pfd[1].events = POLLIN;
+static void
+echo_replies(struct reply_echo *re, const char *buf, size_t n)
+{
+	char clean[SCP_LINE_MAX + 1];
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (!re->in_msg) {
+			if (buf[i] == '\0')
+				continue;
+			re->in_msg = 1;
+			re->len = 0;
+			if (buf[i] == '\1' || buf[i] == '\2')
+				continue;
+		}
+		if (buf[i] != '\n') {
+			if (re->len + 1 < sizeof(re->msg))
+				re->msg[re->len++] = buf[i];
+			continue;
+		}
+		re->msg[re->len] = '\0';
+		sanitise_copy(clean, sizeof(clean), re->msg);
+		fprintf(stderr, "%s\n", clean);
+		re->in_msg = 0;
+	}
+}
+
+/*
+ * A remote-to-remote copy through this host: the source's records
+ * (*src_in) go to the destination (*dst_out), the destination's replies
+ * (*dst_in) back to the source (*src_out).  When one side's output ends
+ * (or can no longer be delivered) the other side's input is closed, so
+ * each end sees EOF as it would on a direct connection.  Every
+ * descriptor is closed and set to -1 on return.
+ */
+static int
+relay(int *src_in, int *src_out, int *dst_in, int *dst_out)
+{
+	int *in[2] = { src_in, dst_in }, *out[2] = { dst_out, src_out };
+	struct reply_echo re;
+	struct pollfd pfd[2];
+	char *buf;
+	ssize_t n;
+	int i, r = 0;
+
+	memset(&re, 0, sizeof(re));
+	if ((buf = malloc(64 * 1024)) == NULL) {
+		r = ENOMEM;
+		goto out;
+	}
+	while (*src_in >= 0 || *dst_in >= 0) {
+		if (got_signal != 0) {
+			r = ECANCELED;
+			goto out;
+		}
+		for (i = 0; i < 2; i++) {
+			pfd[i].fd = *in[i];
+			pfd[i].events = POLLIN;
+			pfd[i].revents = 0;
+		}
 		if (poll(pfd, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
-			return errno;
+			r = errno;
+			goto out;
 		}
-		if (open_a && (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-			n = read(a_in, buf, sizeof(buf));
-			if (n <= 0 && !(n < 0 && errno == EINTR)) {
-				open_a = 0;
-				close(b_out);
-				b_out = -1;
-			} else if (n > 0 && (r = write_full(b_out, buf,
-			    (size_t)n)) != 0)
-				return r;
-		}
-		if (open_b && (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))) {
-			n = read(b_in, buf, sizeof(buf));
-			if (n <= 0 && !(n < 0 && errno == EINTR)) {
-				open_b = 0;
-				close(a_out);
-				a_out = -1;
-			} else if (n > 0 && (r = write_full(a_out, buf,
-			    (size_t)n)) != 0)
-				return r;
+		for (i = 0; i < 2; i++) {
+			if (*in[i] < 0 || (pfd[i].revents &
+			    (POLLIN | POLLHUP | POLLERR)) == 0)
+				continue;
+			n = read(*in[i], buf, 64 * 1024);
+			if (n < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			if (n > 0 && i == 1)
+				echo_replies(&re, buf, (size_t)n);
+			/* EOF, a read error, or the other end gone (EPIPE):
+			 * this direction is over; the exit statuses and the
+			 * ends' own messages tell what went wrong. */
+			if (n <= 0 || write_full(*out[i], buf, (size_t)n) != 0) {
+				close(*in[i]);
+				*in[i] = -1;
+				close(*out[i]);
+				*out[i] = -1;
+			}
 		}
 	}
-	return 0;
+ out:
+	free(buf);
+	for (i = 0; i < 2; i++) {
+		if (*in[i] >= 0)
+			close(*in[i]);
+		*in[i] = -1;
+		if (*out[i] >= 0)
+			close(*out[i]);
+		*out[i] = -1;
+	}
+	return r;
 }
 
 /* Remote to remote through this host: "scp -f" there, "scp -t" here, and
@@ -624,26 +805,30 @@ remote_to_remote(struct client *c, const struct remote *src,
 	dcmd = remote_command(c, 1, target_dir, dst->path);
 	if ((r = spawn_ssh(c, src, scmd, &spid, &sto, &sfrom)) != 0 ||
 	    (r = spawn_ssh(c, dst, dcmd, &dpid, &dto, &dfrom)) != 0) {
-		fprintf(stderr, "scp: ssh: %s\n", strerror(r));
+		fprintf(stderr, "scp: %s: %s\n", c->ssh.v[0], strerror(r));
 		c->errors++;
-	} else if ((r = relay(sfrom, dto, dfrom, sto)) != 0) {
+	}
+	if (spid > 0 && dpid > 0 &&
+	    (r = relay(&sfrom, &sto, &dfrom, &dto)) != 0) {
 		if (r != ECANCELED)
 			fprintf(stderr, "scp: relay: %s\n", strerror(r));
 		c->errors++;
-		close(dto);
-		close(sto);
 	}
+	if (sto >= 0)
+		close(sto);
 	if (sfrom >= 0)
 		close(sfrom);
+	if (dto >= 0)
+		close(dto);
 	if (dfrom >= 0)
 		close(dfrom);
-	if (spid > 0 && reap(spid))
+	if (spid > 0 && reap(spid, r != 0))
 		c->errors++;
-	if (dpid > 0 && reap(dpid))
+	if (dpid > 0 && reap(dpid, r != 0))
 		c->errors++;
 	free(scmd);
 	free(dcmd);
-	exit_for_signal();
+	client_exit_for_signal();
 }
 
 /* Local to local: our own source in a child, our atomic sink here. */
@@ -656,7 +841,7 @@ local_copy(struct client *c, char **srcs, int nsrcs, const char *target,
 	int sv[2], r;
 	pid_t pid;
 
-	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
 		fprintf(stderr, "scp: socketpair: %s\n", strerror(errno));
 		c->errors++;
 		return;
@@ -678,26 +863,28 @@ local_copy(struct client *c, char **srcs, int nsrcs, const char *target,
 		r = scp_source(p, &o, srcs, nsrcs);
 		_exit(r != 0 || p->errors > 0 ? EXIT_ERRORS : 0);
 	}
+	child_add(pid);
 	close(sv[1]);
-	o.target_dir = target_dir;
+	o.target_dir = o.target_dir || target_dir;
 	p = new_peer(c, sv[0], sv[0]);
 	r = scp_sink(p, &o, target);
 	if (r != 0 || p->errors > 0)
 		c->errors++;
 	close(sv[0]);
 	free(p);
-	if (reap(pid))
+	if (reap(pid, r != 0))
 		c->errors++;
-	exit_for_signal();
+	client_exit_for_signal();
 }
 
 static int
 run_client(struct client *c, char **args, int nargs)
 {
 	struct remote dst, src;
+	struct stat st;
 	char *target = args[nargs - 1], *tmpdir = NULL;
 	char **locals;
-	int i, nlocal = 0, target_dir = nargs > 2, dst_remote;
+	int i, r, nlocal = 0, target_dir = nargs > 2, dst_remote;
 
 	stage_settings(&c->opts.stage, &tmpdir);
 	install_signals(0);
@@ -707,6 +894,15 @@ run_client(struct client *c, char **args, int nargs)
 	if (dst_remote && parse_remote(target, &dst) != 0) {
 		fprintf(stderr, "scp: %s: invalid target\n", target);
 		exit(EXIT_ERRORS);
+	}
+	/* Several sources into a local target: stock checks it once, first. */
+	if (!dst_remote && (target_dir || c->opts.target_dir)) {
+		r = stat(target, &st) != 0 ? errno :
+		    S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+		if (r != 0) {
+			fprintf(stderr, "scp: %s: %s\n", target, strerror(r));
+			exit(EXIT_ERRORS);
+		}
 	}
 	for (i = 0; i < nargs - 1; i++) {
 		if (remote_colon(args[i]) == NULL) {
@@ -721,7 +917,7 @@ run_client(struct client *c, char **args, int nargs)
 		if (dst_remote)
 			remote_to_remote(c, &src, &dst, target_dir);
 		else
-			from_remote(c, &src, target);
+			from_remote(c, &src, target, target_dir);
 		remote_free(&src);
 	}
 	if (nlocal > 0 && dst_remote)
@@ -733,7 +929,7 @@ run_client(struct client *c, char **args, int nargs)
 	free(locals);
 	free(tmpdir);
 	argv_free(&c->ssh);
-	exit_for_signal();
+	client_exit_for_signal();
 	return c->errors > 0 ? EXIT_ERRORS : 0;
 }
 

@@ -506,6 +506,9 @@ sink_file(struct scp_peer *p, const struct scp_opts *o,
 		snprintf(why, sizeof(why), "%s before the end-of-file status",
 		    input_failure(p, r, ss->msg, sizeof(ss->msg)));
 		abort_logged(sf, why);
+		/* As in the data: the client's user hears why. */
+		if (r == EPIPE)
+			protocol_error(p, o, "lost connection");
 		return SCP_FATAL;
 	}
 	if (c != '\0') {
