@@ -194,7 +194,7 @@ stage_settings(struct stage_opts *so, char **tmpdir)
 {
 	struct passwd *pw;
 	const char *env;
-	int on, r;
+	int on, r, have_sync = 0;
 
 	*tmpdir = NULL;
 	if ((env = getenv("ATOMIC_UPLOAD_TMPDIR")) != NULL && *env != '\0') {
@@ -211,10 +211,14 @@ stage_settings(struct stage_opts *so, char **tmpdir)
 		}
 	}
 	so->tmpdir = *tmpdir;
-	if ((env = getenv("ATOMIC_UPLOAD_SYNC")) != NULL && *env != '\0' &&
-	    stage_parse_sync(env, &so->sync) != 0) {
-		error("ATOMIC_UPLOAD_SYNC=%s not understood: using full", env);
-		so->sync = STAGE_SYNC_FULL;
+	if ((env = getenv("ATOMIC_UPLOAD_SYNC")) != NULL && *env != '\0') {
+		if (stage_parse_sync(env, &so->sync) == 0)
+			have_sync = 1;
+		else {
+			error("ATOMIC_UPLOAD_SYNC=%s not understood: using "
+			    "full", env);
+			so->sync = STAGE_SYNC_FULL;
+		}
 	}
 	if ((env = getenv("ATOMIC_UPLOAD_STAGING")) != NULL && *env != '\0') {
 		if (parse_switch(env, &on) != 0)
@@ -223,6 +227,10 @@ stage_settings(struct stage_opts *so, char **tmpdir)
 		else
 			so->disabled = !on;
 	}
+	/* Staging off means stock behaviour, as in sftp-server: no flush
+	 * either, unless a durability was asked for. */
+	if (so->disabled && !have_sync)
+		so->sync = STAGE_SYNC_NONE;
 }
 
 static void
@@ -381,9 +389,10 @@ remote_free(struct remote *rm)
 }
 
 /*
- * A path for the remote shell.  Everything is single-quoted, except (for
- * a source, `glob`) the wildcards * ? [ ] and a leading ~user, which the
- * remote shell is meant to expand: legacy scp has always let it.
+ * A path for the remote shell.  Everything is single-quoted, except a
+ * leading ~ or ~user and (for a source, `glob`) the wildcards * ? [ ],
+ * which the remote shell is meant to expand: legacy scp has always let
+ * it, for targets too ("host:~/in/").
  */
 static char *
 shell_quote(const char *path, int glob)
@@ -394,14 +403,17 @@ shell_quote(const char *path, int glob)
 
 	if ((q = malloc(len * 4 + 3)) == NULL)
 		fatal("out of memory");
-	if (glob && path[0] == '~') {
+	if (path[0] == '~') {
 		for (lead = 1; path[lead] != '\0' && path[lead] != '/' &&
 		    (strchr("._-", path[lead]) != NULL ||
 		    (path[lead] >= 'a' && path[lead] <= 'z') ||
 		    (path[lead] >= 'A' && path[lead] <= 'Z') ||
 		    (path[lead] >= '0' && path[lead] <= '9')); lead++)
 			;
-		if (path[lead] != '\0' && path[lead] != '/')
+		if (path[lead] == '/')
+			lead++;	/* the shell expands ~user only before an
+				 * unquoted slash */
+		else if (path[lead] != '\0')
 			lead = 0;	/* not a plain ~user: quote it all */
 		memcpy(q, path, lead);
 		j = lead;
@@ -860,6 +872,8 @@ local_copy(struct client *c, char **srcs, int nsrcs, const char *target,
 		o.client = 0;
 		o.verbose = 0;
 		p = new_peer(c, sv[1], sv[1]);
+		/* -l: the sink paces the copy; pacing here too halved it. */
+		p->limit_bps = 0;
 		r = scp_source(p, &o, srcs, nsrcs);
 		_exit(r != 0 || p->errors > 0 ? EXIT_ERRORS : 0);
 	}

@@ -155,6 +155,22 @@ wrc=$?
 sed 's/^/# watch: /' "$WORK/watch.out" | grep -v '^# watch: #' | head -5
 check "local: the watcher never saw a partial file" test $wrc = 0
 
+# -l paces a local copy once: the receiving side sleeps, the sending
+# child does not (both did, and the copy took twice as long).
+if command -v strace >/dev/null; then
+	reset
+	head -c 600000 /dev/urandom >"$L/paced"
+	mkdir -p "$WORK/st"
+	strace -f -ff -qq -e trace=nanosleep,clock_nanosleep -o "$WORK/st/p" \
+	    "$SCP" -q -l 8000 "$L/paced" "$D/"
+	check "local -l: copied" cmp -s "$L/paced" "$D/paced"
+	check "local -l: one process paces the copy ($(grep -l sleep "$WORK/st"/p.* | wc -l))" \
+	    test "$(grep -l sleep "$WORK/st"/p.* | wc -l)" = 1
+	rm -rf "$WORK/st"
+else
+	skip "local -l paced once" "no strace"
+fi
+
 # -S programs that are not ssh --------------------------------------------
 # localsh: runs the "remote" command here, host ignored; records its
 # argument list and the pipes and sockets it holds beyond 0, 1 and 2.
@@ -196,6 +212,22 @@ check "-S: the program is given ssh's options, -- host and the command" \
 lscp -P 2222 -o Foo=bar "$L/a" user@h:"$D/"
 check "-S: -P port and -o options and the user go to the program" \
     grep -q -- "-o Foo=bar .*-p 2222 -l user -- h " "$WORK/localsh.args"
+lscp "$L/a" 'h:~/in/x y' 2>/dev/null
+check "-S: a leading ~ in a target is left to the remote shell, the rest quoted" \
+    grep -q -- " -- h scp -t ~/'in/x y'\$" "$WORK/localsh.args"
+mkdir -p "$WORK/home"
+HOME="$WORK/home" lscp "$L/a" 'h:~/x y'
+check "-S: upload to ~/NAME lands in the remote home" cmp -s "$L/a" "$WORK/home/x y"
+rm -f "$D/x y"
+HOME="$WORK/home" lscp 'h:~/x y' "$D/"
+check "-S: download of ~/NAME from the remote home" cmp -s "$L/a" "$D/x y"
+rm -rf "$WORK/home" "$D/x y"
+lscp "$L/a" 'h:~nobody/in' 2>/dev/null
+check "-S: ... and a leading ~user" \
+    grep -q -- " -- h scp -t ~nobody/'in'\$" "$WORK/localsh.args"
+lscp "$L/a" 'h:a~b/$HOME' 2>/dev/null
+check "-S: a ~ elsewhere and \$ stay quoted" \
+    grep -q -- " -- h scp -t 'a~b/\$HOME'\$" "$WORK/localsh.args"
 rm -rf "$D"/*
 lscp h:"$L/a" "$D/"
 check "-S: download" cmp -s "$L/a" "$D/a"

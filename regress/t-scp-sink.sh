@@ -359,4 +359,27 @@ if [ "$(id -u)" -eq 0 ] && [ -x "$STOCK_SCP" ]; then
 else
 	skip "permission errors" "needs root and stock scp"
 fi
+
+# Staging off is stock behaviour: written in place and not flushed,
+# unless a durability is asked for (as with sftp-server -n).
+if command -v strace >/dev/null; then
+	for sync in "" data full; do
+		reset
+		printf 'C0644 4 s\nsync\0' | ATOMIC_UPLOAD_STAGING=off \
+		    ATOMIC_UPLOAD_SYNC=$sync strace -f -qq -o "$WORK/sync.st" \
+		    -e trace=fsync,fdatasync,syncfs,sync_file_range \
+		    "$SCP" -t "$D" >"$WORK/out" 2>"$WORK/err"
+		rc=$?
+		n=$(grep -c sync "$WORK/sync.st")
+		if [ -z "$sync" ]; then
+			check "staging off: written, nothing flushed ($n calls)" \
+			    test $rc = 0 -a "$(cat "$D/s")" = sync -a "$n" = 0
+		else
+			check "staging off, ATOMIC_UPLOAD_SYNC=$sync: flushed ($n calls)" \
+			    test $rc = 0 -a "$(cat "$D/s")" = sync -a "$n" -gt 0
+		fi
+	done
+else
+	skip "staging off and flushing" "no strace"
+fi
 exit 0
