@@ -365,7 +365,9 @@ fi
 if command -v strace >/dev/null; then
 	for sync in "" data full; do
 		reset
+		# No LeakSanitizer under ptrace.
 		printf 'C0644 4 s\nsync\0' | ATOMIC_UPLOAD_STAGING=off \
+		    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
 		    ATOMIC_UPLOAD_SYNC=$sync strace -f -qq -o "$WORK/sync.st" \
 		    -e trace=fsync,fdatasync,syncfs,sync_file_range \
 		    "$SCP" -t "$D" >"$WORK/out" 2>"$WORK/err"
