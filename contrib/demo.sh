@@ -93,7 +93,7 @@ round() {
 	inbox="$WORK/$label/inbox"
 	stage="$WORK/$label/staging"
 	stop="$WORK/$label/stop"
-	mkdir -p "$inbox" "$stage"
+	mkdir -p "$inbox" "$stage" "$OBJ/regress/work/bin"
 	chmod 1777 "$stage"
 	ln -sf "$scpbin" "$OBJ/regress/work/bin/scp"
 	SFTP_SERVER=$server
