@@ -73,6 +73,10 @@ test_user_setup() {
 	TEST_HOME=$(getent passwd "$TEST_USER" | cut -d: -f6)
 	# sshd refuses accounts with a locked password ("!") on some setups.
 	usermod -p '*' "$TEST_USER" >/dev/null 2>&1
+	# A tree below a 0700 directory (mktemp -d) is out of the user's
+	# reach: say so, rather than fail every permission test obscurely.
+	as_user test -x "$WORK" ||
+	    fail "$TEST_USER cannot reach $WORK: a parent directory is not searchable by others (chmod o+x it)"
 	export TEST_UID TEST_GID TEST_HOME
 }
 
