@@ -1,12 +1,26 @@
 /*
  * atomic-upload: staged receiving of files; see atomic-upload.h.
  *
- * A staged file is either an anonymous O_TMPFILE (no name anywhere until
- * commit, so nothing can be left behind and nothing can be tampered with)
- * or, where that is impossible, a hidden file with an unpredictable name
- * created O_EXCL|O_NOFOLLOW, mode 0600, and locked with flock() for as long
- * as this process holds it so that stage_sweep() can tell a live staging
- * from one whose process died.
+ * The kernel decides.  The destination is opened for real, with the
+ * client's access mode, so every rule open(2) applies to stock (symlink
+ * protection, nosymfollow, sticky directories, permissions and ACLs,
+ * immutable and append-only files) applies to us in the same call on the
+ * same name.  That descriptor is the identity of the file being replaced:
+ * its owner, group, mode and extended attributes are taken from it, never
+ * from whatever is at the name later.  A new file is created in the
+ * destination directory with the mode the client asked for, so the umask,
+ * a default ACL and a setgid directory's group come from the kernel too.
+ *
+ * A staged file is an anonymous O_TMPFILE in the destination directory
+ * wherever the filesystem allows it: nothing to clean up, nothing another
+ * user can reach.  Elsewhere it is a file in a private directory (0700,
+ * ours, unpredictable name) that we create for the one upload, in the
+ * staging directory or beside the destination, and hold locked with
+ * flock() so that stage_sweep() can tell a live staging from one whose
+ * process died.  Replacing a file needs a name to rename from: the
+ * anonymous file is linked into such a private directory just before the
+ * rename, in the staging directory when there is one, so that nothing but
+ * the final name ever appears in the destination directory.
  *
  * All names are resolved relative to directory descriptors taken at
  * stage_open() and held until the end: a parent directory swapped for a
@@ -19,6 +33,9 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#ifdef HAVE_SYS_STATVFS_H
+# include <sys/statvfs.h>
+#endif
 #ifdef HAVE_SYS_XATTR_H
 # include <sys/xattr.h>
 #endif
@@ -51,49 +68,63 @@
 #ifndef O_NOFOLLOW
 # define O_NOFOLLOW 0
 #endif
+#if defined(HAVE_DECL_O_PATH) && HAVE_DECL_O_PATH
+# define DIR_LOOKUP_FLAGS (O_PATH | O_DIRECTORY | O_CLOEXEC)
+#else
+# define DIR_LOOKUP_FLAGS (O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+#endif
 
-/* Named temporaries: "." + a prefix of the destination name + ".au-" + 16
- * random characters.  The random part comes last so that no pattern a
- * processing script matches on the destination name (say "*.csv") matches
- * a temporary, and the whole stays within NAME_MAX for any destination. */
+/* Private staging directories (and the named temporaries of earlier
+ * versions, which carried a prefix of the destination name in front):
+ * "." + ".au-" + 16 random characters.  Nothing of the destination's name
+ * appears, so a shared staging directory tells nobody what is uploaded,
+ * and no pattern a processing script matches ("*.csv") matches it. */
 #define TEMP_TAG	".au-"
 #define TEMP_RANDOM	16
-#define TEMP_PREFIX_MAX	(NAME_MAX - 1 - (sizeof(TEMP_TAG) - 1) - TEMP_RANDOM)
+/* The staged file's name inside its private directory. */
+#define INNER_NAME	"upload"
 
 #define SYMLINK_MAX_DEPTH 40
+#define SWEEP_MAX_DEPTH	64
+/* Larger than any file: copy all of it. */
+#define COPY_ALL ((off_t)(((unsigned long long)1 << \
+    (sizeof(off_t) * CHAR_BIT - 1)) - 1))
 
 struct staged_file {
 	/* Registry of live stagings for stage_abort_all(). */
 	struct staged_file *prev, *next;
 
-	int fd;			/* the staged data (or the file, if DIRECT) */
+	int fd;			/* staged data (or the file itself, DIRECT) */
+	int oldfd;		/* the file being replaced, as the kernel opened
+				 * it for the client: its identity; -1 if new */
+	int srcfd;		/* readable descriptor of that file for a lazy
+				 * copy (may be oldfd); -1 if none */
 	int dirfd;		/* destination directory, held */
-	int tmpdirfd;		/* directory of the named temp; == dirfd or own */
+	int dir_readable;	/* dirfd can be fsync'ed (not O_PATH) */
+	int stagedirfd;		/* usable staging directory, or -1 */
+	int privparent;		/* directory holding privname (not owned) */
+	int privfd;		/* our private directory, locked; or -1 */
 	enum stage_method method;
 	int aborted;		/* set by stage_abort_all(): fds already closed */
 
 	char path[PATH_MAX];	/* destination as given */
 	char name[NAME_MAX + 1];	/* destination basename after symlinks */
-	char tmpname[NAME_MAX + 1];	/* named temp in tmpdirfd, "" if none */
+	char privname[NAME_MAX + 1];	/* private directory's name, "" if none */
 
 	int excl;
 	int existed;		/* destination existed at open */
-	uid_t old_uid;
-	gid_t old_gid;
-	mode_t final_mode;	/* applied at commit */
-	int chown_at_commit;	/* root: owner applied at commit, so the temp
-				 * stays ours (sweepable, and not writable by
-				 * the future owner before it is complete) */
-	uid_t final_uid;
-	gid_t final_gid;
-	int wrote;		/* stage_write was called */
+	int append;
+	int lazy;		/* modification: old data not copied yet */
+	int changed;		/* there is something to publish */
 	int write_error;	/* first failed write: commit must fail */
+	int copy_error;		/* the lazy copy failed: commit must fail */
 
 	int have_expect;
 	off_t expect_size;
 
 	enum stage_sync sync;
 	int no_close_event;
+	int no_tmpfile;
 	off_t wb_started;	/* write-back started up to here */
 	off_t wb_waited;	/* ... and finished up to here */
 	double start;
@@ -185,13 +216,13 @@ fill_random(unsigned char *buf, size_t len)
 }
 
 static int
-make_temp_name(const char *dest, char *out, size_t outlen)
+make_temp_name(char *out, size_t outlen)
 {
 	static const char alphabet[] =
 	    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 	unsigned char rnd[TEMP_RANDOM];
 	char suffix[TEMP_RANDOM + 1];
-	size_t i, plen;
+	size_t i;
 	int r;
 
 	if ((r = fill_random(rnd, sizeof(rnd))) != 0)
@@ -200,11 +231,7 @@ make_temp_name(const char *dest, char *out, size_t outlen)
 	for (i = 0; i < TEMP_RANDOM; i++)
 		suffix[i] = alphabet[rnd[i] % (sizeof(alphabet) - 1)];
 	suffix[TEMP_RANDOM] = '\0';
-	plen = strlen(dest);
-	if (plen > TEMP_PREFIX_MAX)
-		plen = TEMP_PREFIX_MAX;
-	if (snprintf(out, outlen, ".%.*s%s%s", (int)plen, dest, TEMP_TAG,
-	    suffix) >= (int)outlen)
+	if (snprintf(out, outlen, "%s%s", TEMP_TAG, suffix) >= (int)outlen)
 		return ENAMETOOLONG;
 	return 0;
 }
@@ -218,7 +245,7 @@ stage_is_temp_name(const char *name)
 	if (name == NULL || name[0] != '.')
 		return 0;
 	len = strlen(name);
-	if (len < 1 + (sizeof(TEMP_TAG) - 1) + TEMP_RANDOM || len > NAME_MAX)
+	if (len < (sizeof(TEMP_TAG) - 1) + TEMP_RANDOM || len > NAME_MAX)
 		return 0;
 	tail = name + len - TEMP_RANDOM;
 	if (strncmp(tail - (sizeof(TEMP_TAG) - 1), TEMP_TAG,
@@ -234,69 +261,97 @@ stage_is_temp_name(const char *name)
 	return 1;
 }
 
-static mode_t
-current_umask(void)
+/*
+ * Split `path` into a directory part (into `dir`) and its last component.
+ * "dir/", "." and ".." name a directory, and open(2) of them for writing
+ * says EISDIR.
+ */
+static int
+split_path(const char *path, char *dir, size_t dirlen, const char **basep)
 {
-	mode_t m = umask(077);
+	const char *slash, *base;
+	size_t dlen;
 
-	umask(m);
-	return m;
+	if (path[0] == '\0')
+		return ENOENT;
+	slash = strrchr(path, '/');
+	base = slash == NULL ? path : slash + 1;
+	if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
+		return EISDIR;
+	if (strlen(base) > NAME_MAX)
+		return ENAMETOOLONG;
+	if (slash == NULL)
+		dlen = 0;
+	else if (slash == path)
+		dlen = 1;
+	else
+		dlen = (size_t)(slash - path);
+	if (dlen >= dirlen)
+		return ENAMETOOLONG;
+	if (dlen == 0)
+		snprintf(dir, dirlen, ".");
+	else {
+		memcpy(dir, path, dlen);
+		dir[dlen] = '\0';
+	}
+	*basep = base;
+	return 0;
 }
 
 /*
- * Split `path` into an opened directory and a basename, following a
- * symlink at the last component the way open(2) would, so that writing
- * through a symlink replaces the file it points to rather than the link.
- * With `nofollow` (O_EXCL) a symlink is reported as existing.
+ * Open a directory relative to `at`: for reading if we may (its fsync is
+ * the durability of the rename), else only as a place to look names up in
+ * (a write-only drop box, mode 1733, is still a place to upload to).
  */
 static int
-resolve_destination(const char *path, int nofollow, int *dirfdp,
-    char *name, size_t namelen, struct stat *st, int *existsp)
+open_dir_at(int at, const char *dir, int *fdp, int *readablep)
 {
-	char cur[PATH_MAX], link[PATH_MAX], dir[PATH_MAX];
-	const char *slash, *base;
+	int fd;
+
+	fd = openat(at, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		*readablep = 1;
+		*fdp = fd;
+		return 0;
+	}
+	if (errno != EACCES)
+		return errno;
+	if ((fd = openat(at, dir, DIR_LOOKUP_FLAGS)) < 0)
+		return errno;
+	*readablep = 0;
+	*fdp = fd;
+	return 0;
+}
+
+/*
+ * Find the directory and the name that `path` stands for once symbolic
+ * links at its end are followed (when `follow`).  This only locates: the
+ * kernel has already decided whether the name may be followed and opened,
+ * and for an existing file the caller checks that the name found is the
+ * file the kernel opened.  A relative link target is resolved from the
+ * link's own directory descriptor, so "..", and symbolic links inside the
+ * target, mean what they mean to the kernel (which applies nosymfollow to
+ * them in the openat).
+ */
+static int
+locate(const char *path, int follow, int *dirfdp, int *readablep,
+    char *name, size_t namelen, struct stat *st, int *existsp,
+    int *followedp)
+{
+	char dir[PATH_MAX], link[PATH_MAX], base[NAME_MAX + 1];
+	const char *b;
 	ssize_t n;
-	int depth, dfd = -1, r = 0;
+	int depth, dfd = -1, ndfd, readable = 0, r;
 
 	*dirfdp = -1;
 	*existsp = 0;
-	if (path[0] == '\0')
-		return ENOENT;
-	if (snprintf(cur, sizeof(cur), "%s", path) >= (int)sizeof(cur))
-		return ENAMETOOLONG;
+	*followedp = 0;
+	if ((r = split_path(path, dir, sizeof(dir), &b)) != 0)
+		return r;
+	snprintf(base, sizeof(base), "%s", b);
+	if ((r = open_dir_at(AT_FDCWD, dir, &dfd, &readable)) != 0)
+		return r;
 	for (depth = 0; ; depth++) {
-		if (depth > SYMLINK_MAX_DEPTH) {
-			r = ELOOP;
-			goto out;
-		}
-		slash = strrchr(cur, '/');
-		if (slash == NULL) {
-			snprintf(dir, sizeof(dir), ".");
-			base = cur;
-		} else {
-			if (slash == cur)
-				snprintf(dir, sizeof(dir), "/");
-			else
-				snprintf(dir, sizeof(dir), "%.*s",
-				    (int)(slash - cur), cur);
-			base = slash + 1;
-		}
-		/* "dir/" or "." or "..": names a directory, as open(2) says. */
-		if (*base == '\0' || strcmp(base, ".") == 0 ||
-		    strcmp(base, "..") == 0) {
-			r = EISDIR;
-			goto out;
-		}
-		if (strlen(base) > NAME_MAX) {
-			r = ENAMETOOLONG;
-			goto out;
-		}
-		close_keep_errno(dfd);
-		dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd < 0) {
-			r = errno;
-			goto out;
-		}
 		if (fstatat(dfd, base, st, AT_SYMLINK_NOFOLLOW) != 0) {
 			if (errno != ENOENT) {
 				r = errno;
@@ -304,32 +359,92 @@ resolve_destination(const char *path, int nofollow, int *dirfdp,
 			}
 			break;	/* does not exist (yet) */
 		}
-		if (!S_ISLNK(st->st_mode) || nofollow) {
+		if (!S_ISLNK(st->st_mode) || !follow) {
 			*existsp = 1;
 			break;
 		}
-		n = readlinkat(dfd, base, link, sizeof(link) - 1);
-		if (n < 0) {
+		if (depth >= SYMLINK_MAX_DEPTH) {
+			r = ELOOP;
+			goto out;
+		}
+		if ((n = readlinkat(dfd, base, link, sizeof(link) - 1)) < 0) {
 			r = errno;
 			goto out;
 		}
 		link[n] = '\0';
-		if (link[0] == '/') {
-			snprintf(cur, sizeof(cur), "%s", link);
-		} else if (snprintf(cur, sizeof(cur), "%s/%s", dir, link) >=
-		    (int)sizeof(cur)) {
-			r = ENAMETOOLONG;
+		*followedp = 1;
+		if ((r = split_path(link, dir, sizeof(dir), &b)) != 0)
 			goto out;
-		}
+		snprintf(base, sizeof(base), "%s", b);
+		if ((r = open_dir_at(dfd, dir, &ndfd, &readable)) != 0)
+			goto out;
+		close(dfd);
+		dfd = ndfd;
 	}
-	snprintf(name, namelen, "%s", base);
+	if (snprintf(name, namelen, "%s", base) >= (int)namelen) {
+		r = ENAMETOOLONG;
+		goto out;
+	}
  out:
 	if (r != 0) {
 		close_keep_errno(dfd);
 		return r;
 	}
 	*dirfdp = dfd;
+	*readablep = readable;
 	return 0;
+}
+
+/* A small integer sysctl, or `dflt` when it cannot be read. */
+static int
+read_sysctl(const char *path, int dflt)
+{
+	char buf[32];
+	ssize_t n;
+	int fd, v;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return dflt;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return dflt;
+	buf[n] = '\0';
+	if (sscanf(buf, "%d", &v) != 1)
+		return dflt;
+	return v;
+}
+
+/*
+ * fs.protected_regular and fs.protected_fifos: open(2) with O_CREAT of an
+ * existing regular file (FIFO) in a sticky directory is refused, to root
+ * too, unless the caller or the directory's owner owns it: at level 1 in
+ * world-writable directories, at level 2 in group-writable ones as well.
+ * Stock opens with O_CREAT; we open an existing file without it (O_CREAT
+ * could create the name at once if the file went away), so no kernel call
+ * applies this rule for us.  It is the one rule of open(2) re-implemented
+ * here, after the kernel's may_create_in_sticky().  Without /proc (a
+ * chroot) the level is taken to be 2, the strictest any distribution
+ * ships (Debian's).
+ */
+static int
+sticky_create_refused(int dirfd, const struct stat *st)
+{
+	struct stat dst;
+	int level;
+
+	if ((!S_ISREG(st->st_mode) && !S_ISFIFO(st->st_mode)) ||
+	    fstat(dirfd, &dst) != 0 || !(dst.st_mode & S_ISVTX) ||
+	    st->st_uid == dst.st_uid || st->st_uid == geteuid())
+		return 0;
+	level = read_sysctl(S_ISREG(st->st_mode) ?
+	    "/proc/sys/fs/protected_regular" : "/proc/sys/fs/protected_fifos",
+	    2);
+	if (level <= 0)
+		return 0;
+	if (dst.st_mode & S_IWOTH)
+		return 1;
+	return level >= 2 && (dst.st_mode & S_IWGRP);
 }
 
 /* Same mount (not only the same device: bind mounts refuse rename too). */
@@ -355,7 +470,10 @@ same_mount(int fda, int fdb)
 
 /*
  * Open the configured staging directory for this upload, or explain in
- * *note why the destination directory is used instead.
+ * *note why it is not used.  Its owner, and anyone else who may write it
+ * without the sticky bit stopping them, could rename our private
+ * directories, give them an ACL or read what is in them: so it must
+ * belong to root or to us and be writable by others only if sticky.
  */
 static int
 open_staging_dir(const char *tmpdir, int dirfd, const char **note)
@@ -363,28 +481,24 @@ open_staging_dir(const char *tmpdir, int dirfd, const char **note)
 	struct stat st;
 	int fd;
 
-	/* O_PATH needs no read permission: a shared staging directory may
-	 * be 1733, so that users cannot list each other's temp names. */
-#ifdef O_PATH
-	fd = open(tmpdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-#else
-	fd = open(tmpdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-#endif
-	if (fd < 0) {
+	/* No read permission needed: a shared staging directory may be
+	 * 1733, so that users cannot list each other's private names. */
+	fd = open(tmpdir, DIR_LOOKUP_FLAGS);
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		close_keep_errno(fd);
 		*note = "staging directory unusable; staging beside the "
 		    "destination";
 		return -1;
 	}
-	if (fstat(fd, &st) != 0) {
+	if (st.st_uid != 0 && st.st_uid != geteuid()) {
 		close(fd);
-		*note = "staging directory unusable; staging beside the "
-		    "destination";
+		*note = "staging directory is owned by another user: refused; "
+		    "staging beside the destination";
 		return -1;
 	}
-	/* Anyone could swap our temp files out from under us. */
-	if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX)) {
+	if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX)) {
 		close(fd);
-		*note = "staging directory is world-writable without the "
+		*note = "staging directory is writable by others without the "
 		    "sticky bit: refused; staging beside the destination";
 		return -1;
 	}
@@ -403,107 +517,270 @@ proc_fd_available(void)
 	return access("/proc/self/fd", X_OK) == 0;
 }
 
+/*
+ * Make a private directory (0700, ours, locked) in `parent` for one
+ * staged name.  A sweep may take an unlocked directory between our mkdir
+ * and our lock, and in a directory others may write somebody may put
+ * something else at the name: either way, try another name.
+ */
 static int
-name_is_fd(int dirfd, const char *name, int fd)
+make_private_dir(struct staged_file *sf, int parent)
 {
-	struct stat a, b;
+	struct stat st, again;
+	char name[NAME_MAX + 1];
+	int fd, tries, r = EEXIST;
 
-	return fstat(fd, &a) == 0 &&
-	    fstatat(dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
-	    a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+	for (tries = 0; tries < 100; tries++) {
+		if ((r = make_temp_name(name, sizeof(name))) != 0)
+			return r;
+		if (mkdirat(parent, name, 0700) != 0) {
+			if ((r = errno) == EEXIST)
+				continue;
+			return r;
+		}
+		fd = openat(parent, name,
+		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			r = errno;
+			continue;
+		}
+		if (flock(fd, LOCK_EX | LOCK_NB) != 0 || fstat(fd, &st) != 0 ||
+		    st.st_uid != geteuid() ||
+		    fstatat(parent, name, &again, AT_SYMLINK_NOFOLLOW) != 0 ||
+		    again.st_dev != st.st_dev || again.st_ino != st.st_ino) {
+			r = EAGAIN;
+			close(fd);
+			continue;
+		}
+		sf->privfd = fd;
+		sf->privparent = parent;
+		snprintf(sf->privname, sizeof(sf->privname), "%s", name);
+		return 0;
+	}
+	return r;
 }
 
-/* Create the staged file in `tmpdirfd`: O_TMPFILE if we may, else named. */
-static int
-create_staged(struct staged_file *sf, int tmpdirfd, int allow_tmpfile)
+/* Remove the private directory (empty by now) and drop its lock. */
+static void
+remove_private_dir(struct staged_file *sf)
 {
-	int fd, tries, r;
+	if (sf->privfd < 0)
+		return;
+	(void)unlinkat(sf->privfd, INNER_NAME, 0);
+	(void)unlinkat(sf->privparent, sf->privname, AT_REMOVEDIR);
+	close(sf->privfd);
+	sf->privfd = -1;
+	sf->privname[0] = '\0';
+}
+
+/*
+ * Does a file created in `dirfd` get something from the directory besides
+ * the umask: a setgid group or a default ACL?  Then a named staged file
+ * must be created there (in a private directory, which inherits both),
+ * not in a staging directory elsewhere.
+ */
+static int
+dir_gives_inheritance(const struct staged_file *sf)
+{
+	struct stat st;
+
+	if (fstat(sf->dirfd, &st) != 0 || (st.st_mode & S_ISGID))
+		return 1;
+#ifdef HAVE_FGETXATTR
+	if (sf->dir_readable) {
+		if (fgetxattr(sf->dirfd, "system.posix_acl_default", NULL,
+		    0) >= 0)
+			return 1;
+		return errno != ENODATA && errno != ENOTSUP &&
+		    errno != EOPNOTSUPP;
+	}
+	return 1;	/* cannot tell: let the kernel do it */
+#else
+	return 0;
+#endif
+}
+
+/*
+ * Create the staged file, with `mode` for the kernel to apply the umask
+ * and default ACL to: an O_TMPFILE in the destination directory if the
+ * filesystem allows it, else a file in a private directory, in the
+ * staging directory or beside the destination.
+ */
+static int
+create_staged(struct staged_file *sf, mode_t mode)
+{
+	int fd, parent, r;
 
 #if defined(HAVE_DECL_O_TMPFILE) && HAVE_DECL_O_TMPFILE
-	if (allow_tmpfile && proc_fd_available()) {
-		fd = openat(tmpdirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC,
-		    0600);
+	if (!sf->no_tmpfile && proc_fd_available()) {
+		fd = openat(sf->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC,
+		    mode);
 		if (fd >= 0) {
-			/* The lock marks a link made at commit as live. */
-			(void)flock(fd, LOCK_EX | LOCK_NB);
 			sf->fd = fd;
 			sf->method = STAGE_TMPFILE;
-			sf->tmpname[0] = '\0';
 			return 0;
 		}
-		/* Filesystems without O_TMPFILE say so in several ways. */
+		/* Filesystems without O_TMPFILE say so in several ways;
+		 * anything else is the kernel refusing the creation. */
 		if (errno != EOPNOTSUPP && errno != EISDIR &&
 		    errno != EINVAL && errno != ENOENT && errno != ENOSYS)
 			return errno;
 	}
 #endif
-	for (tries = 0; tries < 100; tries++) {
-		if ((r = make_temp_name(sf->name, sf->tmpname,
-		    sizeof(sf->tmpname))) != 0)
-			return r;
-		fd = openat(tmpdirfd, sf->tmpname,
-		    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-		if (fd >= 0) {
-			if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-				/* Cannot happen to a file we just created. */
-				r = errno;
-				unlinkat(tmpdirfd, sf->tmpname, 0);
-				close(fd);
-				sf->tmpname[0] = '\0';
-				return r;
-			}
-			/* A sweep between create and flock may have taken
-			 * the name: make sure it is still ours. */
-			if (!name_is_fd(tmpdirfd, sf->tmpname, fd)) {
-				close(fd);
-				continue;
-			}
-			sf->fd = fd;
-			sf->method = STAGE_NAMED;
-			return 0;
-		}
-		if (errno != EEXIST)
-			break;
+	parent = sf->dirfd;
+	if (sf->stagedirfd >= 0 && (sf->existed || !dir_gives_inheritance(sf)))
+		parent = sf->stagedirfd;
+	if (parent != sf->dirfd &&
+	    faccessat(sf->dirfd, ".", W_OK | X_OK, AT_EACCESS) != 0)
+		return errno;	/* the commit could not put it there */
+	if ((r = make_private_dir(sf, parent)) != 0)
+		return r;
+	fd = openat(sf->privfd, INNER_NAME,
+	    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0) {
+		r = errno;
+		remove_private_dir(sf);
+		return r;
 	}
-	r = errno;
-	sf->tmpname[0] = '\0';
-	return r;
+	sf->fd = fd;
+	sf->method = STAGE_NAMED;
+	return 0;
 }
 
-/* Copy the existing content into the staged file: reflink, then
- * copy_file_range, then plain read/write. */
+#if defined(HAVE_FLISTXATTR) && defined(HAVE_FGETXATTR) && defined(HAVE_FSETXATTR)
 static int
-copy_existing(int src, int dst)
+xattr_list(int fd, char **listp, ssize_t *lenp)
+{
+	char *list = NULL;
+	ssize_t len;
+
+	*listp = NULL;
+	*lenp = 0;
+	for (;;) {
+		if ((len = flistxattr(fd, NULL, 0)) < 0)
+			return errno;
+		if (len == 0)
+			return 0;
+		free(list);
+		if ((list = malloc((size_t)len)) == NULL)
+			return ENOMEM;
+		if ((len = flistxattr(fd, list, (size_t)len)) >= 0)
+			break;
+		if (errno != ERANGE) {	/* ERANGE: it grew meanwhile */
+			free(list);
+			return errno;
+		}
+	}
+	*listp = list;
+	*lenp = len;
+	return 0;
+}
+
+static int
+xattr_listed(const char *list, ssize_t len, const char *name)
+{
+	const char *p;
+
+	for (p = list; p != NULL && p < list + len; p += strlen(p) + 1)
+		if (strcmp(p, name) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * Make dst's extended attributes (POSIX ACLs among them) those of src:
+ * copy each, and remove what dst has that src has not (a default ACL's
+ * access ACL on a file created in the destination directory).  Best
+ * effort, as a copy by the same user would be: security.* may be refused
+ * to an unprivileged user.  security.capability is copied too; the kernel
+ * removes it again on the write or truncation that follows, exactly as it
+ * does from stock's file.
+ */
+static void
+copy_xattrs(int src, int dst)
+{
+	char *slist = NULL, *dlist = NULL, *val = NULL, *p;
+	ssize_t slen, dlen, vlen;
+
+	if (xattr_list(src, &slist, &slen) != 0)
+		goto out;
+	for (p = slist; p != NULL && p < slist + slen; p += strlen(p) + 1) {
+		if ((vlen = fgetxattr(src, p, NULL, 0)) < 0)
+			continue;
+		free(val);
+		if ((val = malloc((size_t)vlen + 1)) == NULL)
+			goto out;
+		if ((vlen = fgetxattr(src, p, val, (size_t)vlen)) < 0)
+			continue;
+		(void)fsetxattr(dst, p, val, (size_t)vlen, 0);
+	}
+# ifdef HAVE_FREMOVEXATTR
+	if (xattr_list(dst, &dlist, &dlen) != 0)
+		goto out;
+	for (p = dlist; p != NULL && p < dlist + dlen; p += strlen(p) + 1)
+		if (!xattr_listed(slist, slen, p))
+			(void)fremovexattr(dst, p);
+# endif
+ out:
+	free(slist);
+	free(dlist);
+	free(val);
+}
+#endif
+
+/*
+ * Give the staged file what truncating the old file in place keeps: its
+ * owner and group (the kernel refuses a chown we may not make: then we
+ * cannot stage, and say so), extended attributes and mode, in the order
+ * the kernel needs (a chown clears set-id bits; the mode comes last).
+ */
+static int
+take_old_metadata(struct staged_file *sf, const struct stat *st)
+{
+	if (fchown(sf->fd, st->st_uid, st->st_gid) != 0)
+		return errno;
+#if defined(HAVE_FLISTXATTR) && defined(HAVE_FGETXATTR) && defined(HAVE_FSETXATTR)
+	copy_xattrs(sf->oldfd, sf->fd);
+#endif
+	if (fchmod(sf->fd, st->st_mode & 07777) != 0)
+		return errno;
+	return 0;
+}
+
+static int
+copy_range(int src, int dst, off_t off, off_t len)
 {
 	char buf[65536];
 	ssize_t n, w;
-	size_t off;
+	size_t done;
 
-#if defined(HAVE_DECL_FICLONE) && HAVE_DECL_FICLONE
-	if (ioctl(dst, FICLONE, src) == 0)
-		return 0;
-#endif
 #ifdef HAVE_COPY_FILE_RANGE
-	for (;;) {
-		n = copy_file_range(src, NULL, dst, NULL, 1 << 30, 0);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EXDEV || errno == EINVAL ||
-			    errno == EOPNOTSUPP || errno == ENOSYS)
-				break;	/* fall back to read/write */
-			return errno;
+	{
+		loff_t in = off, out = off;
+
+		while (len > 0) {
+			n = copy_file_range(src, &in, dst, &out,
+			    len > (1 << 30) ? (size_t)1 << 30 : (size_t)len, 0);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno == EXDEV || errno == EINVAL ||
+				    errno == EOPNOTSUPP || errno == ENOSYS)
+					break;	/* fall back to read/write */
+				return errno;
+			}
+			if (n == 0)
+				return 0;	/* the source shrank */
+			len -= n;
 		}
-		if (n == 0)
+		if (len <= 0)
 			return 0;
+		off = in;
 	}
-	/* Start again from the beginning for the fallback. */
-	if (ftruncate(dst, 0) != 0 || lseek(src, 0, SEEK_SET) < 0 ||
-	    lseek(dst, 0, SEEK_SET) < 0)
-		return errno;
 #endif
-	for (;;) {
-		n = read(src, buf, sizeof(buf));
+	while (len > 0) {
+		n = pread(src, buf, len > (off_t)sizeof(buf) ? sizeof(buf) :
+		    (size_t)len, off);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -511,8 +788,9 @@ copy_existing(int src, int dst)
 		}
 		if (n == 0)
 			return 0;
-		for (off = 0; off < (size_t)n; off += (size_t)w) {
-			w = write(dst, buf + off, (size_t)n - off);
+		for (done = 0; done < (size_t)n; done += (size_t)w) {
+			w = pwrite(dst, buf + done, (size_t)n - done,
+			    off + (off_t)done);
 			if (w < 0) {
 				if (errno == EINTR) {
 					w = 0;
@@ -521,52 +799,291 @@ copy_existing(int src, int dst)
 				return errno;
 			}
 		}
+		off += n;
+		len -= n;
 	}
+	return 0;
 }
 
-static void discard(struct staged_file *sf);
-
 /*
- * A write or truncation by someone without CAP_FSETID clears set-user-id,
- * and set-group-id on a group-executable file.  Replacing the inode would
- * keep them, so do to the recorded mode what stock's write to the old inode
- * would have done; a later stage_fchmod() may set them again, as with stock.
+ * Copy the first `limit` bytes of the old content into the staged file:
+ * a reflink where the filesystem shares blocks, else only the data
+ * extents (holes stay holes), and only if they fit in the free space:
+ * a sparse file of any apparent size costs what it holds, and a copy that
+ * cannot fit is refused before it fills the filesystem.
  */
-static void
-kill_setid(struct staged_file *sf)
+static int
+copy_existing(int src, int dst, off_t limit)
 {
-	if (!sf->existed || geteuid() == 0)
-		return;
-	sf->final_mode &= ~(mode_t)S_ISUID;
-	if (sf->final_mode & S_IXGRP)
-		sf->final_mode &= ~(mode_t)S_ISGID;
+	struct stat st;
+	off_t off, data, hole, end;
+	int r;
+
+	if (fstat(src, &st) != 0)
+		return errno;
+	end = st.st_size < limit ? st.st_size : limit;
+#if defined(HAVE_DECL_FICLONE) && HAVE_DECL_FICLONE
+	if (end == st.st_size && ioctl(dst, FICLONE, src) == 0)
+		return 0;
+#endif
+#ifdef HAVE_SYS_STATVFS_H
+	{
+		struct statvfs vfs;
+		unsigned long long need, avail;
+
+		need = (unsigned long long)st.st_blocks * 512;
+		if ((off_t)need > end)
+			need = (unsigned long long)end;
+		if (fstatvfs(dst, &vfs) == 0) {
+			avail = (unsigned long long)vfs.f_bavail *
+			    (unsigned long long)vfs.f_frsize;
+			if (need > avail)
+				return ENOSPC;
+		}
+	}
+#endif
+	for (off = 0; off < end; off = hole) {
+#if defined(HAVE_DECL_SEEK_DATA) && HAVE_DECL_SEEK_DATA && defined(HAVE_DECL_SEEK_HOLE) && HAVE_DECL_SEEK_HOLE
+		if ((data = lseek(src, off, SEEK_DATA)) < 0) {
+			if (errno == ENXIO)
+				break;		/* only a hole is left */
+			data = off;		/* no hole support: copy all */
+			hole = end;
+		} else if ((hole = lseek(src, data, SEEK_HOLE)) < 0)
+			hole = end;
+#else
+		data = off;
+		hole = end;
+#endif
+		if (data >= end)
+			break;
+		if (hole > end)
+			hole = end;
+		if ((r = copy_range(src, dst, data, hole - data)) != 0)
+			return r;
+	}
+	if (ftruncate(dst, end) != 0)
+		return errno;
+	return 0;
 }
 
 static int
-open_direct(struct staged_file *sf, int oflags, mode_t mode)
+set_append(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_APPEND) != 0)
+		return errno;
+	return 0;
+}
+
+/*
+ * A modification's first change: the staged file takes the old file's
+ * metadata as it is now (a chmod through the handle went to the old file
+ * until here, as with stock) and its data up to `limit`.
+ */
+static int
+materialise(struct staged_file *sf, off_t limit)
+{
+	struct stat st;
+	int r;
+
+	if (!sf->lazy)
+		return 0;
+	if (sf->copy_error != 0)
+		return sf->copy_error;
+	if (fstat(sf->oldfd, &st) != 0)
+		r = errno;
+	else if ((r = take_old_metadata(sf, &st)) == 0 &&
+	    (r = copy_existing(sf->srcfd, sf->fd, limit)) == 0 &&
+	    (!sf->append || (r = set_append(sf->fd)) == 0)) {
+		sf->lazy = 0;
+		sf->changed = 1;
+		return 0;
+	}
+	/* Give the space back at once; the commit will fail. */
+	(void)ftruncate(sf->fd, 0);
+	sf->copy_error = r;
+	return r;
+}
+
+/*
+ * Write in place, with exactly the call stock makes, so the kernel decides
+ * everything about it as it does for stock.
+ */
+static int
+open_direct(struct staged_file *sf, int oflags, mode_t mode, const char *note)
 {
 	int fd;
 
 	do {
-		fd = openat(sf->dirfd, sf->name,
-		    (oflags & (O_ACCMODE | O_CREAT | O_TRUNC | O_EXCL |
-		    O_APPEND)) | O_NOCTTY | O_CLOEXEC, mode);
+		fd = open(sf->path, (oflags & (O_ACCMODE | O_CREAT | O_TRUNC |
+		    O_EXCL | O_APPEND)) | O_NOCTTY | O_CLOEXEC, mode);
 	} while (fd < 0 && errno == EINTR);
 	if (fd < 0)
 		return errno;
 	sf->fd = fd;
 	sf->method = STAGE_DIRECT;
+	sf->note = note;
+	return 0;
+}
+
+/*
+ * The kernel's decision about an existing destination: open the name as
+ * stock would, with the client's access mode and O_APPEND, without
+ * O_CREAT and O_TRUNC (they would change the name at once).  O_NONBLOCK
+ * keeps a FIFO without a reader from hanging us here.
+ */
+static int
+open_as_stock(const char *path, int oflags, int *fdp)
+{
+	int fd;
+
+	do {
+		fd = open(path, (oflags & (O_ACCMODE | O_APPEND)) |
+		    O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	} while (fd < 0 && errno == EINTR);
+	if (fd < 0)
+		return errno;
+	*fdp = fd;
+	return 0;
+}
+
+/* Inode flags that forbid replacing the file (or renaming in the
+ * directory): append-only and immutable. */
+static int
+inode_pinned(int fd)
+{
+#if defined(HAVE_DECL_FS_IOC_GETFLAGS) && HAVE_DECL_FS_IOC_GETFLAGS
+	int flags = 0;
+
+	if (ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0 &&
+	    (flags & (FS_APPEND_FL | FS_IMMUTABLE_FL)))
+		return 1;
+#else
+	(void)fd;
+#endif
 	return 0;
 }
 
 static void
 free_staged(struct staged_file *sf)
 {
-	if (sf->tmpdirfd >= 0 && sf->tmpdirfd != sf->dirfd)
-		close(sf->tmpdirfd);
+	if (sf->srcfd >= 0 && sf->srcfd != sf->oldfd)
+		close(sf->srcfd);
+	if (sf->oldfd >= 0)
+		close(sf->oldfd);
+	if (sf->privfd >= 0)
+		close(sf->privfd);
+	if (sf->stagedirfd >= 0)
+		close(sf->stagedirfd);
 	if (sf->dirfd >= 0)
 		close(sf->dirfd);
 	free(sf);
+}
+
+/* Close everything about the old file and its directory that a staging
+ * which turned into an in-place write no longer needs. */
+static void
+drop_old(struct staged_file *sf)
+{
+	if (sf->srcfd >= 0 && sf->srcfd != sf->oldfd)
+		close(sf->srcfd);
+	sf->srcfd = -1;
+	if (sf->oldfd >= 0)
+		close(sf->oldfd);
+	sf->oldfd = -1;
+}
+
+/* Discard the staged data (not the registry entry or memory). */
+static void
+discard(struct staged_file *sf)
+{
+	if (sf->aborted)
+		return;
+	if (sf->fd >= 0) {
+		close(sf->fd);
+		sf->fd = -1;
+	}
+	remove_private_dir(sf);
+}
+
+/*
+ * An existing regular file, opened by the kernel as `probe`: replace it
+ * (O_TRUNC), or prepare a lazy copy-on-change, or write it in place where
+ * it cannot be replaced as stock would keep it.
+ */
+static int
+stage_existing(struct staged_file *sf, const struct stage_opts *opts,
+    int oflags, mode_t mode, int probe, const struct stat *st)
+{
+	int fd, r;
+
+	sf->oldfd = probe;
+	/* Cannot be replaced: the kernel refuses to rename over it. */
+	if (inode_pinned(probe)) {
+		drop_old(sf);
+		return open_direct(sf, oflags, mode, "append-only file: "
+		    "written in place, as it cannot be replaced");
+	}
+	if (!(oflags & O_TRUNC) && opts->modify == STAGE_MODIFY_INPLACE) {
+		drop_old(sf);
+		return open_direct(sf, oflags, mode, "modify policy in-place");
+	}
+	/* Staging needs to rename into the directory. */
+	if (faccessat(sf->dirfd, ".", W_OK | X_OK, AT_EACCESS) != 0 ||
+	    (sf->dir_readable && inode_pinned(sf->dirfd))) {
+		drop_old(sf);
+		return open_direct(sf, oflags, mode, "directory not writable: "
+		    "cannot stage, writing in place as stock does");
+	}
+	if (!(oflags & O_TRUNC)) {
+		/* The lazy copy reads the old data. */
+		if ((oflags & O_ACCMODE) == O_RDWR)
+			sf->srcfd = probe;
+		else {
+			struct stat again;
+
+			fd = openat(sf->dirfd, sf->name, O_RDONLY | O_NOFOLLOW |
+			    O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+			if (fd >= 0 && (fstat(fd, &again) != 0 ||
+			    again.st_dev != st->st_dev ||
+			    again.st_ino != st->st_ino)) {
+				close(fd);
+				fd = -1;
+			}
+			if (fd < 0) {
+				drop_old(sf);
+				return open_direct(sf, oflags, mode,
+				    "existing file not readable: cannot stage "
+				    "a copy, writing in place as stock does");
+			}
+			sf->srcfd = fd;
+		}
+	}
+	sf->existed = 1;
+	if ((r = create_staged(sf, 0600)) != 0)
+		return r;
+	if ((r = take_old_metadata(sf, st)) != 0) {
+		/* We may not give a file this owner and group: stock keeps
+		 * them by writing in place, and so must we. */
+		discard(sf);
+		drop_old(sf);
+		sf->existed = 0;
+		return open_direct(sf, oflags, mode, "cannot give a new file "
+		    "the old file's owner and group: writing in place as "
+		    "stock does");
+	}
+	if (oflags & O_TRUNC) {
+		/* What open's O_TRUNC does to the old file, the kernel does
+		 * to ours: set-id bits and file capabilities go for a caller
+		 * without CAP_FSETID. */
+		if (ftruncate(sf->fd, 0) != 0)
+			return errno;
+		sf->changed = 1;
+	} else
+		sf->lazy = 1;
+	return 0;
 }
 
 int
@@ -575,8 +1092,8 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 {
 	static const struct stage_opts defaults;
 	struct staged_file *sf = NULL;
-	struct stat st;
-	int r = 0, exists = 0, tmpdirfd = -1, srcfd = -1;
+	struct stat st, pst;
+	int r = 0, exists = 0, followed = 0, probe = -1, tries;
 
 	*sfp = NULL;
 	if (opts == NULL)
@@ -585,159 +1102,154 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 		return EINVAL;
 	if ((sf = calloc(1, sizeof(*sf))) == NULL)
 		return ENOMEM;
-	sf->fd = sf->dirfd = sf->tmpdirfd = -1;
+	sf->fd = sf->dirfd = sf->stagedirfd = sf->privfd = -1;
+	sf->oldfd = sf->srcfd = sf->privparent = -1;
 	sf->start = now_seconds();
 	sf->sync = opts->sync;
 	sf->no_close_event = opts->no_close_event;
+	sf->no_tmpfile = opts->no_tmpfile;
 	sf->excl = (oflags & O_CREAT) && (oflags & O_EXCL);
+	sf->append = (oflags & O_APPEND) != 0;
+	mode &= 07777;
 	if (snprintf(sf->path, sizeof(sf->path), "%s", path) >=
 	    (int)sizeof(sf->path)) {
 		r = ENAMETOOLONG;
 		goto out;
 	}
-	if ((r = resolve_destination(path, sf->excl, &sf->dirfd, sf->name,
-	    sizeof(sf->name), &st, &exists)) != 0)
-		goto out;
-	sf->tmpdirfd = sf->dirfd;
-
-	if (exists && sf->excl) {
-		r = EEXIST;
-		goto out;
-	}
-	if (!exists && !(oflags & O_CREAT)) {
-		r = ENOENT;
-		goto out;
-	}
-	if (exists && S_ISDIR(st.st_mode)) {
-		r = EISDIR;
-		goto out;
-	}
 	if (opts->disabled) {
-		sf->note = "staging disabled";
-		r = open_direct(sf, oflags, mode);
+		r = open_direct(sf, oflags, mode, "staging disabled");
 		goto out;
-	}
-	if (exists && !S_ISREG(st.st_mode)) {
-		sf->note = "not a regular file: writing in place";
-		r = open_direct(sf, oflags, mode);
-		goto out;
-	}
-	/* open(2) would refuse a file we may not write: so do we. */
-	if (exists && faccessat(sf->dirfd, sf->name, W_OK, AT_EACCESS) != 0) {
-		r = errno;
-		goto out;
-	}
-	/* Staging needs to create a name in (or rename into) the directory. */
-	if (faccessat(sf->dirfd, ".", W_OK | X_OK, AT_EACCESS) != 0) {
-		if (!exists) {
-			/* open(2) gives the same error stock would see. */
-			r = open_direct(sf, oflags, mode);
-			goto out;
-		}
-		sf->note = "directory not writable: cannot stage, writing in "
-		    "place as stock does";
-		r = open_direct(sf, oflags, mode);
-		goto out;
-	}
-	if (exists && geteuid() != 0 && st.st_uid != geteuid()) {
-		struct stat dst;
-
-		/* In a sticky directory (/tmp-like) only the owner of a name
-		 * may replace it: the rename at commit would fail. */
-		if (fstat(sf->dirfd, &dst) == 0 && (dst.st_mode & S_ISVTX) &&
-		    dst.st_uid != geteuid()) {
-			sf->note = "sticky directory and another user's file: "
-			    "writing in place as stock does";
-			r = open_direct(sf, oflags, mode);
-			goto out;
-		}
-	}
-	if (exists && !(oflags & O_TRUNC)) {
-		if (opts->modify == STAGE_MODIFY_INPLACE) {
-			sf->note = "modify policy in-place";
-			r = open_direct(sf, oflags, mode);
-			goto out;
-		}
-		srcfd = openat(sf->dirfd, sf->name,
-		    O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
-		if (srcfd < 0) {
-			sf->note = "existing file not readable: cannot stage a "
-			    "copy, writing in place as stock does";
-			r = open_direct(sf, oflags, mode);
-			goto out;
-		}
 	}
 
-	if (opts->tmpdir != NULL && opts->tmpdir[0] != '\0') {
-		tmpdirfd = open_staging_dir(opts->tmpdir, sf->dirfd, &sf->note);
-		if (tmpdirfd >= 0)
-			sf->tmpdirfd = tmpdirfd;
-	}
-	r = create_staged(sf, sf->tmpdirfd, !opts->no_tmpfile);
-	if (r == 0 && !exists && sf->tmpdirfd != sf->dirfd) {
-		struct stat dst;
-
-		/* A file created elsewhere misses the destination directory's
-		 * setgid group inheritance; if we cannot give it that group,
-		 * create it where the kernel does so. */
-		if (fstat(sf->dirfd, &dst) == 0 && (dst.st_mode & S_ISGID) &&
-		    fchown(sf->fd, (uid_t)-1, dst.st_gid) != 0) {
-			discard(sf);
-			r = EPERM;
+	for (tries = 0; ; tries++) {
+		if (sf->dirfd >= 0)
+			close(sf->dirfd);
+		sf->dirfd = -1;
+		if (tries == 3) {
+			/* The name keeps changing under us. */
+			r = EAGAIN;
+			goto out;
 		}
+		if (sf->excl) {
+			/* O_CREAT|O_EXCL never follows a final symlink: the
+			 * name must not exist; the kernel checks the rest
+			 * when the staged file is created in the directory. */
+			if ((r = locate(path, 0, &sf->dirfd, &sf->dir_readable,
+			    sf->name, sizeof(sf->name), &st, &exists,
+			    &followed)) != 0)
+				goto out;
+			if (exists) {
+				r = EEXIST;
+				goto out;
+			}
+			break;
+		}
+		r = open_as_stock(path, oflags, &probe);
+		if (r == ENXIO || r == EWOULDBLOCK) {
+			/* A FIFO without a reader, a lease: stock's call
+			 * waits, and so do we. */
+			r = open_direct(sf, oflags, mode,
+			    "not a regular file: writing in place");
+			goto out;
+		}
+		if (r == ENOENT && !(oflags & O_CREAT))
+			goto out;
+		if (r != 0 && r != ENOENT)
+			goto out;	/* the kernel's answer is stock's */
+		if (r == 0) {
+			if (fstat(probe, &pst) != 0) {
+				r = errno;
+				goto out;
+			}
+			if (!S_ISREG(pst.st_mode)) {
+				/* Devices and FIFOs: in place, with the
+				 * descriptor the kernel gave (a second open
+				 * and close would be seen by a FIFO's
+				 * reader). */
+				if ((oflags & O_CREAT) && S_ISFIFO(pst.st_mode) &&
+				    locate(path, 1, &sf->dirfd,
+				    &sf->dir_readable, sf->name,
+				    sizeof(sf->name), &st, &exists,
+				    &followed) == 0 && exists &&
+				    st.st_ino == pst.st_ino &&
+				    st.st_dev == pst.st_dev &&
+				    sticky_create_refused(sf->dirfd, &pst)) {
+					r = EACCES;
+					goto out;
+				}
+				if ((r = fcntl(probe, F_GETFL)) < 0 ||
+				    fcntl(probe, F_SETFL, r & ~O_NONBLOCK) != 0) {
+					r = errno;
+					goto out;
+				}
+				sf->fd = probe;
+				probe = -1;
+				sf->method = STAGE_DIRECT;
+				sf->note = "not a regular file: writing in place";
+				r = 0;
+				goto out;
+			}
+		}
+		if ((r = locate(path, 1, &sf->dirfd, &sf->dir_readable,
+		    sf->name, sizeof(sf->name), &st, &exists, &followed)) != 0)
+			goto out;
+		if (probe >= 0) {
+			/* The name we found must be the file the kernel
+			 * opened; else the name changed meanwhile. */
+			if (exists && st.st_dev == pst.st_dev &&
+			    st.st_ino == pst.st_ino)
+				break;
+			close(probe);
+			probe = -1;
+			continue;
+		}
+		if (exists)
+			continue;	/* created meanwhile: ask again */
+		if (followed) {
+			/* A dangling symlink: the kernel allowed following
+			 * it (it said ENOENT, not EACCES or ELOOP).  Ask it
+			 * again about the link there now, so a link swapped
+			 * in meanwhile is judged too. */
+			r = open_as_stock(path, oflags, &probe);
+			if (r != ENOENT) {
+				if (r == 0) {
+					close(probe);
+					probe = -1;
+					continue;
+				}
+				goto out;
+			}
+		}
+		break;
 	}
-	if (r != 0 && sf->tmpdirfd != sf->dirfd) {
-		/* A staging directory we may not use: stage beside. */
-		close(sf->tmpdirfd);
-		sf->tmpdirfd = sf->dirfd;
-		sf->note = "cannot create in staging directory; staging "
-		    "beside the destination";
-		r = create_staged(sf, sf->tmpdirfd, !opts->no_tmpfile);
-	}
-	if (r != 0)
-		goto out;
 
-	if (exists) {
-		/* Keep what truncating in place keeps: mode, group, owner. */
-		sf->existed = 1;
-		sf->old_uid = st.st_uid;
-		sf->old_gid = st.st_gid;
-		sf->final_mode = st.st_mode & 07777;
-		if (geteuid() == 0) {
-			sf->chown_at_commit = 1;
-			sf->final_uid = st.st_uid;
-			sf->final_gid = st.st_gid;
-		} else if (st.st_gid != getegid())
-			(void)fchown(sf->fd, (uid_t)-1, st.st_gid);
+	if (opts->tmpdir != NULL && opts->tmpdir[0] != '\0')
+		sf->stagedirfd = open_staging_dir(opts->tmpdir, sf->dirfd,
+		    &sf->note);
+
+	if (probe >= 0) {
+		if ((oflags & O_CREAT) && sticky_create_refused(sf->dirfd,
+		    &pst)) {
+			r = EACCES;
+			goto out;
+		}
+		r = stage_existing(sf, opts, oflags, mode, probe, &pst);
+		probe = -1;	/* sf owns it now */
+		if (r != 0)
+			goto out;
 	} else {
-		sf->final_mode = mode & 07777 & ~current_umask();
-	}
-	if (oflags & O_TRUNC)
-		kill_setid(sf);
-	if (srcfd >= 0) {
-		if ((r = copy_existing(srcfd, sf->fd)) != 0)
+		if ((r = create_staged(sf, mode)) != 0)
 			goto out;
-		if (lseek(sf->fd, 0, SEEK_SET) < 0) {
-			r = errno;
-			goto out;
-		}
+		sf->changed = 1;
 	}
-	if (oflags & O_APPEND) {
-		int fl = fcntl(sf->fd, F_GETFL);
-
-		if (fl < 0 || fcntl(sf->fd, F_SETFL, fl | O_APPEND) != 0) {
-			r = errno;
-			goto out;
-		}
-	}
+	if (sf->method != STAGE_DIRECT && sf->changed && sf->append &&
+	    (r = set_append(sf->fd)) != 0)
+		goto out;
  out:
-	if (srcfd >= 0)
-		close(srcfd);
+	if (probe >= 0)
+		close(probe);
 	if (r != 0) {
-		if (sf->fd >= 0)
-			close(sf->fd);
-		if (sf->tmpname[0] != '\0')
-			unlinkat(sf->tmpdirfd, sf->tmpname, 0);
+		discard(sf);
 		free_staged(sf);
 		return r;
 	}
@@ -746,10 +1258,19 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 	return 0;
 }
 
+/* The descriptor with the content a read through the handle sees. */
+static int
+content_fd(const struct staged_file *sf)
+{
+	if (sf->lazy)
+		return sf->srcfd >= 0 ? sf->srcfd : sf->oldfd;
+	return sf->fd;
+}
+
 int
 stage_fd(const struct staged_file *sf)
 {
-	return sf->fd;
+	return content_fd(sf);
 }
 
 enum stage_method
@@ -808,37 +1329,47 @@ write_behind(struct staged_file *sf, off_t end)
 #endif
 }
 
+
 int
 stage_write(struct staged_file *sf, const void *buf, size_t len, off_t off)
 {
 	const char *p = buf;
 	size_t done = 0;
 	ssize_t n;
+	int r;
 
 	if (sf->aborted)
 		return EBADF;
-	if (!sf->wrote) {
-		sf->wrote = 1;
-		kill_setid(sf);
+	if (sf->lazy && (r = materialise(sf, COPY_ALL)) != 0) {
+		if (sf->write_error == 0)
+			sf->write_error = r;
+		return r;
 	}
 	while (done < len) {
-		n = pwrite(sf->fd, p + done, len - done, off + (off_t)done);
+		/* The kernel clears set-id bits on this write as it would
+		 * on stock's: the staged file already has the old mode. */
+		if (sf->append)
+			n = write(sf->fd, p + done, len - done);
+		else
+			n = pwrite(sf->fd, p + done, len - done,
+			    off + (off_t)done);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			/* A hole in the data must never be published. */
-			if (sf->write_error == 0)
+			if (sf->write_error == 0 && sf->method != STAGE_DIRECT)
 				sf->write_error = errno;
 			return errno;
 		}
 		if (n == 0) {
-			if (sf->write_error == 0)
+			if (sf->write_error == 0 && sf->method != STAGE_DIRECT)
 				sf->write_error = EIO;
 			return EIO;
 		}
 		done += (size_t)n;
 	}
-	write_behind(sf, off + (off_t)len);
+	if (!sf->append)
+		write_behind(sf, off + (off_t)len);
 	return 0;
 }
 
@@ -849,16 +1380,21 @@ stage_expect_size(struct staged_file *sf, off_t size)
 	sf->expect_size = size;
 }
 
+/* Where a change of attributes goes: the old file itself while a
+ * modification has changed nothing (stock changes it in place), else the
+ * staged file. */
+static int
+attr_fd(const struct staged_file *sf)
+{
+	return sf->lazy ? sf->oldfd : sf->fd;
+}
+
 int
 stage_fchmod(struct staged_file *sf, mode_t mode)
 {
 	if (sf->aborted)
 		return EBADF;
-	if (sf->method == STAGE_DIRECT)
-		return fchmod(sf->fd, mode & 07777) == 0 ? 0 : errno;
-	/* Recorded: the temp stays 0600 until commit. */
-	sf->final_mode = mode & 07777;
-	return 0;
+	return fchmod(attr_fd(sf), mode & 07777) == 0 ? 0 : errno;
 }
 
 int
@@ -866,15 +1402,39 @@ stage_fchown(struct staged_file *sf, uid_t uid, gid_t gid)
 {
 	if (sf->aborted)
 		return EBADF;
-	if (sf->chown_at_commit) {
-		/* Root may give any owner: record it for the commit. */
-		if (uid != (uid_t)-1)
-			sf->final_uid = uid;
-		if (gid != (gid_t)-1)
-			sf->final_gid = gid;
-		return 0;
+	return fchown(attr_fd(sf), uid, gid) == 0 ? 0 : errno;
+}
+
+int
+stage_futimens(struct staged_file *sf, const struct timespec ts[2])
+{
+	if (sf->aborted)
+		return EBADF;
+	return futimens(attr_fd(sf), ts) == 0 ? 0 : errno;
+}
+
+int
+stage_ftruncate(struct staged_file *sf, off_t size)
+{
+	int r;
+
+	if (sf->aborted)
+		return EBADF;
+	if (size < 0)
+		return EINVAL;
+	/* Only what survives the truncation is copied. */
+	if (sf->lazy && (r = materialise(sf, size)) != 0) {
+		if (sf->write_error == 0)
+			sf->write_error = r;
+		return r;
 	}
-	return fchown(sf->fd, uid, gid) == 0 ? 0 : errno;
+	if (ftruncate(sf->fd, size) != 0) {
+		r = errno;
+		if (sf->write_error == 0 && sf->method != STAGE_DIRECT)
+			sf->write_error = r;
+		return r;
+	}
+	return 0;
 }
 
 int
@@ -882,15 +1442,7 @@ stage_fstat(const struct staged_file *sf, struct stat *st)
 {
 	if (sf->aborted)
 		return EBADF;
-	if (fstat(sf->fd, st) != 0)
-		return errno;
-	if (sf->method != STAGE_DIRECT)
-		st->st_mode = (st->st_mode & S_IFMT) | sf->final_mode;
-	if (sf->chown_at_commit) {
-		st->st_uid = sf->final_uid;
-		st->st_gid = sf->final_gid;
-	}
-	return 0;
+	return fstat(content_fd(sf), st) == 0 ? 0 : errno;
 }
 
 static int
@@ -919,12 +1471,27 @@ sync_all(int fd)
 	return r == 0 ? 0 : errno;
 }
 
+/* The destination directory's entry to disk.  A write-only drop box
+ * cannot be opened to fsync it: sync its filesystem instead. */
+static int
+sync_dir(const struct staged_file *sf)
+{
+	if (sf->dir_readable)
+		return sync_all(sf->dirfd);
+#ifdef HAVE_SYNCFS
+	return syncfs(sf->fd) == 0 ? 0 : errno;
+#else
+	sync();
+	return 0;
+#endif
+}
+
 int
 stage_fsync(struct staged_file *sf)
 {
 	if (sf->aborted)
 		return EBADF;
-	return sync_all(sf->fd);
+	return sync_all(sf->lazy ? sf->oldfd : sf->fd);
 }
 
 static void
@@ -937,7 +1504,8 @@ fill_report(const struct staged_file *sf, struct stage_report *rep,
 		return;
 	memset(rep, 0, sizeof(*rep));
 	snprintf(rep->path, sizeof(rep->path), "%s", sf->path);
-	if (!sf->aborted && sf->fd >= 0 && fstat(sf->fd, &st) == 0)
+	if (!sf->aborted && content_fd(sf) >= 0 &&
+	    fstat(content_fd(sf), &st) == 0)
 		rep->bytes = st.st_size;
 	rep->seconds = now_seconds() - sf->start;
 	if (rep->seconds < 0)
@@ -951,65 +1519,8 @@ fill_report(const struct staged_file *sf, struct stage_report *rep,
 		snprintf(rep->reason, sizeof(rep->reason), "%s", reason);
 }
 
-/* Discard the staged data (not the registry entry or memory). */
-static void
-discard(struct staged_file *sf)
-{
-	if (sf->aborted)
-		return;
-	if (sf->tmpname[0] != '\0') {
-		unlinkat(sf->tmpdirfd, sf->tmpname, 0);
-		sf->tmpname[0] = '\0';
-	}
-	if (sf->fd >= 0) {
-		close(sf->fd);
-		sf->fd = -1;
-	}
-}
-
-#if defined(HAVE_FLISTXATTR) && defined(HAVE_FGETXATTR) && defined(HAVE_FSETXATTR)
-/* Extended attributes (and so POSIX ACLs) of the file being replaced. */
-static void
-copy_xattrs(int dirfd, const char *name, int dst)
-{
-	char *list = NULL, *val = NULL, *p;
-	ssize_t llen, vlen;
-	int src;
-
-	src = openat(dirfd, name,
-	    O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
-	if (src < 0)
-		return;
-	if ((llen = flistxattr(src, NULL, 0)) <= 0)
-		goto out;
-	if ((list = malloc((size_t)llen)) == NULL ||
-	    (llen = flistxattr(src, list, (size_t)llen)) <= 0)
-		goto out;
-	for (p = list; p < list + llen; p += strlen(p) + 1) {
-		/* The kernel drops file capabilities on any write; new
-		 * content must not inherit the old content's privileges. */
-		if (strcmp(p, "security.capability") == 0)
-			continue;
-		if ((vlen = fgetxattr(src, p, NULL, 0)) < 0)
-			continue;
-		free(val);
-		if ((val = malloc((size_t)vlen + 1)) == NULL)
-			goto out;
-		if ((vlen = fgetxattr(src, p, val, (size_t)vlen)) < 0)
-			continue;
-		/* Best effort, as "where possible" says: security.* may be
-		 * refused to an unprivileged user. */
-		(void)fsetxattr(dst, p, val, (size_t)vlen, 0);
-	}
- out:
-	free(list);
-	free(val);
-	close(src);
-}
-#endif
-
 static int
-link_anonymous(struct staged_file *sf, const char *target)
+link_anonymous(int fd, int dirfd, const char *target)
 {
 #ifdef HAVE_LINKAT
 	char proc[64];
@@ -1018,22 +1529,43 @@ link_anonymous(struct staged_file *sf, const char *target)
 # if defined(HAVE_DECL_AT_EMPTY_PATH) && HAVE_DECL_AT_EMPTY_PATH
 	/*
 	 * Linking the descriptor itself skips the /proc lookup, which costs
-	 * more than the link (a proc inode per call).  Linux before 6.10
-	 * allows it only with CAP_DAC_READ_SEARCH and says ENOENT; later
-	 * ones also to the opener of the file.  /proc works for everyone.
+	 * more than the link (a proc inode per call).  The kernel allows it
+	 * to callers with CAP_DAC_READ_SEARCH and says ENOENT to others;
+	 * /proc works for everyone.
 	 */
-	if (linkat(sf->fd, "", sf->dirfd, target, AT_EMPTY_PATH) == 0)
+	if (linkat(fd, "", dirfd, target, AT_EMPTY_PATH) == 0)
 		return 0;
 	if (errno != ENOENT && errno != EPERM && errno != EINVAL)
 		return errno;
 # endif
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", sf->fd);
-	r = linkat(AT_FDCWD, proc, sf->dirfd, target, AT_SYMLINK_FOLLOW);
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	r = linkat(AT_FDCWD, proc, dirfd, target, AT_SYMLINK_FOLLOW);
 	return r == 0 ? 0 : errno;
 #else
-	(void)sf;
+	(void)fd;
+	(void)dirfd;
 	(void)target;
 	return ENOSYS;	/* unreachable: no O_TMPFILE without linkat */
+#endif
+}
+
+static int
+rename_noreplace(int fromfd, const char *from, int tofd, const char *to)
+{
+#if defined(HAVE_RENAMEAT2) && defined(HAVE_DECL_RENAME_NOREPLACE) && HAVE_DECL_RENAME_NOREPLACE
+	if (renameat2(fromfd, from, tofd, to, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+		return errno;
+#endif
+	/* Portable no-replace: link fails if the name exists. */
+#ifdef HAVE_LINKAT
+	if (linkat(fromfd, from, tofd, to, 0) != 0)
+		return errno;
+	(void)unlinkat(fromfd, from, 0);
+	return 0;
+#else
+	return ENOSYS;
 #endif
 }
 
@@ -1041,66 +1573,40 @@ link_anonymous(struct staged_file *sf, const char *target)
 static int
 publish(struct staged_file *sf, const char **step)
 {
-	char tmp[NAME_MAX + 1];
-	int r, tries;
+	int r;
 
 	if (sf->method == STAGE_TMPFILE) {
 		if (sf->excl || !sf->existed) {
 			*step = "link into place";
-			r = link_anonymous(sf, sf->name);
+			r = link_anonymous(sf->fd, sf->dirfd, sf->name);
 			/* EEXIST without O_EXCL: somebody created the name
 			 * meanwhile; replace it like any existing file. */
 			if (r != EEXIST || sf->excl)
 				return r;
 		}
-		/* linkat cannot replace: link to a hidden name, rename over. */
-		for (tries = 0; tries < 100; tries++) {
-			*step = "link temporary name";
-			if ((r = make_temp_name(sf->name, tmp, sizeof(tmp))) != 0)
-				return r;
-			if ((r = link_anonymous(sf, tmp)) != EEXIST)
-				break;
-		}
-		if (r != 0)
+		/* linkat cannot replace: give the file a name in a private
+		 * directory (in the staging directory if there is one, so
+		 * the destination directory sees only the final name) and
+		 * rename it over the destination. */
+		*step = "make a private directory";
+		if ((r = make_private_dir(sf, sf->stagedirfd >= 0 ?
+		    sf->stagedirfd : sf->dirfd)) != 0)
 			return r;
-		*step = "rename into place";
-		if (renameat(sf->dirfd, tmp, sf->dirfd, sf->name) != 0) {
-			r = errno;
-			unlinkat(sf->dirfd, tmp, 0);
+		*step = "link into a private directory";
+		if ((r = link_anonymous(sf->fd, sf->privfd, INNER_NAME)) != 0)
 			return r;
-		}
-		return 0;
 	}
-
-	/* STAGE_NAMED */
 	if (sf->excl) {
 		*step = "rename into place (no replace)";
-#if defined(HAVE_RENAMEAT2) && defined(HAVE_DECL_RENAME_NOREPLACE) && HAVE_DECL_RENAME_NOREPLACE
-		if (renameat2(sf->tmpdirfd, sf->tmpname, sf->dirfd, sf->name,
-		    RENAME_NOREPLACE) == 0) {
-			sf->tmpname[0] = '\0';
-			return 0;
-		}
-		if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+		if ((r = rename_noreplace(sf->privfd, INNER_NAME, sf->dirfd,
+		    sf->name)) != 0)
+			return r;
+	} else {
+		*step = "rename into place";
+		if (renameat(sf->privfd, INNER_NAME, sf->dirfd, sf->name) != 0)
 			return errno;
-#endif
-		/* Portable no-replace: link fails if the name exists. */
-		*step = "link into place";
-#ifdef HAVE_LINKAT
-		if (linkat(sf->tmpdirfd, sf->tmpname, sf->dirfd, sf->name,
-		    0) != 0)
-			return errno;
-#else
-		return ENOSYS;
-#endif
-		unlinkat(sf->tmpdirfd, sf->tmpname, 0);
-		sf->tmpname[0] = '\0';
-		return 0;
 	}
-	*step = "rename into place";
-	if (renameat(sf->tmpdirfd, sf->tmpname, sf->dirfd, sf->name) != 0)
-		return errno;
-	sf->tmpname[0] = '\0';
+	remove_private_dir(sf);
 	return 0;
 }
 
@@ -1121,9 +1627,14 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 		step = "earlier write";
 		goto fail;
 	}
+	if (sf->copy_error != 0) {
+		r = sf->copy_error;
+		step = "stage a copy of the existing file";
+		goto fail;
+	}
 	if (sf->have_expect) {
 		step = "check declared size";
-		if (fstat(sf->fd, &st) != 0) {
+		if (fstat(content_fd(sf), &st) != 0) {
 			r = errno;
 			goto fail;
 		}
@@ -1159,28 +1670,21 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 		sf->fd = -1;
 		goto done;
 	}
-	/* Durability: the data must be on disk before the name points at it. */
+	if (!sf->changed) {
+		/* A modification that changed nothing: the file is as it
+		 * was, same inode, links and all, as with stock. */
+		fill_report(sf, rep, 0, NULL);
+		if (rep != NULL)
+			rep->unchanged = 1;
+		discard(sf);
+		goto done;
+	}
+	/* Durability: data and metadata (owner, mode, ACL were set on the
+	 * staged file before this) on disk before the name points at it. */
 	if (sf->sync != STAGE_SYNC_NONE) {
 		step = "fsync";
-		if ((r = sync_data(sf->fd)) != 0)
+		if ((r = sync_all(sf->fd)) != 0)
 			goto fail;
-	}
-#if defined(HAVE_FLISTXATTR) && defined(HAVE_FGETXATTR) && defined(HAVE_FSETXATTR)
-	if (sf->existed)
-		copy_xattrs(sf->dirfd, sf->name, sf->fd);
-#endif
-	if (sf->chown_at_commit) {
-		step = "set owner";
-		if (fchown(sf->fd, sf->final_uid, sf->final_gid) != 0) {
-			r = errno;
-			goto fail;
-		}
-	}
-	/* After ownership is settled (chown clears setuid bits). */
-	step = "set mode";
-	if (fchmod(sf->fd, sf->final_mode) != 0) {
-		r = errno;
-		goto fail;
 	}
 	fill_report(sf, rep, 0, NULL);
 	if ((r = publish(sf, &step)) != 0)
@@ -1190,7 +1694,7 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 	if (sf->sync == STAGE_SYNC_FULL) {
 		/* Published: the old content is gone, so an error here is
 		 * reported but cannot be undone. */
-		if ((r = sync_all(sf->dirfd)) != 0) {
+		if ((r = sync_dir(sf)) != 0) {
 			if (rep != NULL) {
 				rep->error = r;
 				snprintf(rep->reason, sizeof(rep->reason),
@@ -1202,7 +1706,7 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 			goto done;
 		}
 	}
-	/* Closing a renamed named temp fires IN_CLOSE_WRITE on the final
+	/* Closing a renamed named file fires IN_CLOSE_WRITE on the final
 	 * name; an O_TMPFILE's close reports only "#inode", so open and
 	 * close the published name once to give watchers that event. */
 	close(sf->fd);
@@ -1216,9 +1720,8 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 	goto done;
 
  fail:
-	if (rep != NULL) {
+	if (rep != NULL)
 		fill_report(sf, rep, r, step);
-	}
 	discard(sf);
  done:
 	registry_remove(sf);
@@ -1255,8 +1758,13 @@ stage_abort_all(void)
 	for (sf = live_stagings; sf != NULL; sf = sf->next) {
 		if (sf->aborted)
 			continue;
-		if (sf->tmpname[0] != '\0')
-			unlinkat(sf->tmpdirfd, sf->tmpname, 0);
+		if (sf->privfd >= 0) {
+			(void)unlinkat(sf->privfd, INNER_NAME, 0);
+			(void)unlinkat(sf->privparent, sf->privname,
+			    AT_REMOVEDIR);
+			close(sf->privfd);
+			sf->privfd = -1;
+		}
 		if (sf->fd >= 0)
 			close(sf->fd);
 		sf->fd = -1;
@@ -1272,49 +1780,113 @@ stage_count(void)
 	return live_count;
 }
 
-int
-stage_sweep(const char *dir, unsigned int *removed)
+/*
+ * One of our names in `dfd`: remove it if no live staging holds its lock.
+ * A private directory is emptied first (it holds one file, or none).
+ * Whose it is does not matter: the lock tells a live staging from a dead
+ * one, and the kernel decides whether we may remove it (root may, in a
+ * sticky directory too).
+ */
+static void
+sweep_entry(int dfd, const char *name, unsigned int *count)
+{
+	struct stat st, again;
+	struct dirent *de;
+	DIR *d;
+	int fd, inner;
+
+	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+	    O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) != 0 || (!S_ISREG(st.st_mode) &&
+	    !S_ISDIR(st.st_mode)) || flock(fd, LOCK_EX | LOCK_NB) != 0)
+		goto out;
+	if (fstatat(dfd, name, &again, AT_SYMLINK_NOFOLLOW) != 0 ||
+	    again.st_dev != st.st_dev || again.st_ino != st.st_ino)
+		goto out;
+	if (S_ISREG(st.st_mode)) {
+		if (unlinkat(dfd, name, 0) == 0)
+			(*count)++;
+		goto out;
+	}
+	if ((inner = dup(fd)) < 0)
+		goto out;
+	if ((d = fdopendir(inner)) == NULL) {
+		close(inner);
+		goto out;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		(void)unlinkat(fd, de->d_name, 0);
+	}
+	closedir(d);
+	if (unlinkat(dfd, name, AT_REMOVEDIR) == 0)
+		(*count)++;
+ out:
+	close(fd);
+}
+
+static void
+sweep_dir(int dfd, dev_t dev, int depth, int flags, unsigned int *count)
 {
 	struct dirent *de;
-	struct stat st, again;
-	DIR *d = NULL;
-	int dfd = -1, fd, r = 0;
+	struct stat st;
+	DIR *d;
+	int fd, sub;
+
+	if ((fd = dup(dfd)) < 0)
+		return;
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		if (stage_is_temp_name(de->d_name)) {
+			sweep_entry(dfd, de->d_name, count);
+			continue;
+		}
+		if (!(flags & STAGE_SWEEP_TREE) || depth >= SWEEP_MAX_DEPTH ||
+		    (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN))
+			continue;
+		sub = openat(dfd, de->d_name, O_RDONLY | O_DIRECTORY |
+		    O_NOFOLLOW | O_CLOEXEC);
+		if (sub < 0)
+			continue;
+		/* Stay on this filesystem: a mount below is another one's
+		 * business. */
+		if (fstat(sub, &st) == 0 && st.st_dev == dev)
+			sweep_dir(sub, dev, depth + 1, flags, count);
+		close(sub);
+	}
+	closedir(d);
+}
+
+int
+stage_sweep(const char *dir, int flags, unsigned int *removed)
+{
+	struct stat st;
 	unsigned int count = 0;
+	int dfd;
 
 	if (removed != NULL)
 		*removed = 0;
 	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		return errno;
-	if ((d = fdopendir(dfd)) == NULL) {
-		r = errno;
-		close(dfd);
-		return r;
+	if (fstat(dfd, &st) != 0) {
+		close_keep_errno(dfd);
+		return errno;
 	}
-	while ((de = readdir(d)) != NULL) {
-		if (!stage_is_temp_name(de->d_name))
-			continue;
-		fd = openat(dfd, de->d_name, O_RDONLY | O_NOFOLLOW |
-		    O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		/* Only our own regular files whose staging process is gone
-		 * (a live staging holds the lock). */
-		if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-		    st.st_uid != geteuid() ||
-		    flock(fd, LOCK_EX | LOCK_NB) != 0) {
-			close(fd);
-			continue;
-		}
-		if (fstatat(dfd, de->d_name, &again, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    again.st_dev == st.st_dev && again.st_ino == st.st_ino &&
-		    unlinkat(dfd, de->d_name, 0) == 0)
-			count++;
-		close(fd);
-	}
-	closedir(d);
+	sweep_dir(dfd, st.st_dev, 0, flags, &count);
+	close(dfd);
 	if (removed != NULL)
 		*removed = count;
-	return r;
+	return 0;
 }
 
 int

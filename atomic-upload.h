@@ -62,6 +62,9 @@ struct stage_report {
 	int error;		/* 0, or the errno of the step that failed */
 	int published;		/* the new content is under the name (also
 				 * when a later directory fsync failed) */
+	int unchanged;		/* a modification that changed nothing:
+				 * nothing was published, the file is as it
+				 * was (a success) */
 	char reason[256];	/* failed step or abort reason, "" on success */
 };
 
@@ -70,16 +73,27 @@ struct staged_file;
 /*
  * Open a staged file for writing to `path`.  `oflags` are open(2) flags:
  * O_WRONLY or O_RDWR, plus any of O_CREAT, O_TRUNC, O_EXCL, O_APPEND.
- * `mode` is the permission for a new file; the process umask applies.
- * Errors are those open(2) would give for the same request where the
- * situation is the same (ENOENT, EEXIST, EACCES, EISDIR, ...).
+ * `mode` is the permission for a new file.
+ *
+ * The permission model: an upload is allowed exactly when open(path,
+ * oflags, mode) would be, because the name is opened for real with the
+ * same access mode (only O_CREAT and O_TRUNC are held back, since they
+ * would change the name at once), so the kernel applies its symlink,
+ * sticky, permission, ACL and immutable/append-only rules; the one rule
+ * that depends on O_CREAT (fs.protected_regular) is applied explicitly.
+ * A new file is created in the destination directory with `mode`, so the
+ * umask, default ACL and setgid group apply as open(2) would apply them.
+ * Errors are those open(2) gives (ENOENT, EEXIST, EACCES, ELOOP, EPERM,
+ * EISDIR, ...).
  */
 int stage_open(const struct stage_opts *opts, const char *path, int oflags,
     mode_t mode, struct staged_file **sfp);
 
-/* The descriptor to write (and read) the staged data through.  A staged
- * file is always open for reading and writing (callers enforce the
- * client's access); a STAGE_DIRECT file has the access mode asked for. */
+/* The descriptor that holds the upload's current content, for reading
+ * and fstatvfs only: the staged file, or the file being modified until its
+ * first change (a modification is copied lazily), or the file itself when
+ * written in place (STAGE_DIRECT).  Every change goes through the stage_*
+ * calls below, never through this descriptor. */
 int stage_fd(const struct staged_file *sf);
 
 enum stage_method stage_method(const struct staged_file *sf);
@@ -90,7 +104,8 @@ enum stage_method stage_method(const struct staged_file *sf);
 const char *stage_note(const struct staged_file *sf);
 
 /*
- * Write `len` bytes at `off` (at the end of file for O_APPEND handles),
+ * Write `len` bytes at `off` (at the end of file for O_APPEND handles,
+ * `off` ignored),
  * retrying short writes and EINTR.  Prefer this to pwrite(stage_fd()):
  * with durability on it starts write-back of completed ranges while the
  * transfer goes on, so the fsync at commit has little left to do and the
@@ -104,12 +119,18 @@ int stage_write(struct staged_file *sf, const void *buf, size_t len,
 void stage_expect_size(struct staged_file *sf, off_t size);
 
 /*
- * Attribute changes through the handle.  The staged file stays mode 0600
- * until commit; the mode the client asked for is recorded and applied at
- * commit.  stage_fstat() reports the staged data with that mode.
+ * Attribute changes through the handle.  They act on the staged file,
+ * which already carries the owner, group, mode and extended attributes the
+ * published file will have, so the kernel applies its own rules to them
+ * (a chown clears set-user-id, a write or truncation by an unprivileged
+ * user clears set-id bits).  On a modification that has not changed any
+ * data yet they act on the file itself, as stock's would.
  */
 int stage_fchmod(struct staged_file *sf, mode_t mode);
 int stage_fchown(struct staged_file *sf, uid_t uid, gid_t gid);
+int stage_futimens(struct staged_file *sf, const struct timespec ts[2]);
+/* A change of size is a change of data: it makes a modification stage. */
+int stage_ftruncate(struct staged_file *sf, off_t size);
 int stage_fstat(const struct staged_file *sf, struct stat *st);
 
 /* fsync the staged data now (fsync@openssh.com on a staged handle). */
@@ -141,11 +162,17 @@ int stage_abort_all(void);
 int stage_count(void);
 
 /*
- * Remove stale named temporaries in `dir` left by a process that died:
- * our name pattern, owned by the caller, regular file, and not locked by
- * a live staging.  `removed` (may be NULL) gets the count.
+ * Remove stale named temporaries in `dir` left by a process that died: our
+ * name pattern, and not locked by a live staging.  Root removes them
+ * whoever owns them (the cron job for shared 1733 staging directories);
+ * others remove what the kernel lets them open and unlink.  With
+ * STAGE_SWEEP_TREE every directory below `dir` on the same filesystem is
+ * swept too (destination directories, where temporaries are made on
+ * filesystems without O_TMPFILE); symbolic links are never followed.
+ * `removed` (may be NULL) gets the count.
  */
-int stage_sweep(const char *dir, unsigned int *removed);
+#define STAGE_SWEEP_TREE	0x1
+int stage_sweep(const char *dir, int flags, unsigned int *removed);
 
 /* Does `name` look like one of our named temporaries? (watchers, sweep) */
 int stage_is_temp_name(const char *name);

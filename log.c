@@ -228,7 +228,12 @@ fatal(const char *fmt, ...)
 void
 log_stage(const struct stage_report *rep, int committed)
 {
-	if (rep->published && rep->error != 0) {
+	if (rep->unchanged && rep->error == 0) {
+		do_log(LOG_LEVEL_INFO, "unchanged \"%s\" bytes %lld seconds %.3f "
+		    "method %s: nothing written, nothing published", rep->path,
+		    (long long)rep->bytes, rep->seconds,
+		    stage_method_name(rep->method));
+	} else if (rep->published && rep->error != 0) {
 		do_log(LOG_LEVEL_INFO, "commit \"%s\" bytes %lld seconds %.3f "
 		    "method %s warning \"%s\"", rep->path, (long long)rep->bytes,
 		    rep->seconds, stage_method_name(rep->method), rep->reason);

@@ -227,6 +227,13 @@ stage_settings(struct stage_opts *so, char **tmpdir)
 		else
 			so->disabled = !on;
 	}
+	if ((env = getenv("ATOMIC_UPLOAD_TMPFILE")) != NULL && *env != '\0') {
+		if (parse_switch(env, &on) != 0)
+			error("ATOMIC_UPLOAD_TMPFILE=%s not understood: "
+			    "O_TMPFILE stays allowed", env);
+		else
+			so->no_tmpfile = !on;
+	}
 	/* Staging off means stock behaviour, as in sftp-server: no flush
 	 * either, unless a durability was asked for. */
 	if (so->disabled && !have_sync)
@@ -262,7 +269,7 @@ run_server(int sink, struct scp_opts *o, char **args, int nargs)
 
 	setup_log(1);
 	stage_settings(&o->stage, &tmpdir);
-	if (tmpdir != NULL && stage_sweep(tmpdir, &swept) == 0 && swept > 0)
+	if (tmpdir != NULL && stage_sweep(tmpdir, 0, &swept) == 0 && swept > 0)
 		logit("sweep \"%s\": removed %u stale temporary file%s",
 		    tmpdir, swept, swept == 1 ? "" : "s");
 	install_signals(1);

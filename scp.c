@@ -538,8 +538,8 @@ sink_file(struct scp_peer *p, const struct scp_opts *o,
 		scp_warn(p, o, "%s: %s", path, strerror(werr));
 		return 0;
 	}
-	if (times->set && futimens(stage_fd(sf), times->ts) != 0)
-		terr = errno;
+	if (times->set)
+		terr = stage_futimens(sf, times->ts);
 	r = stage_commit(sf, &rep);
 	log_stage(&rep, r == 0);
 	if (r != 0) {

@@ -423,7 +423,7 @@ main(int argc, char **argv)
 	struct sftp_session *s = NULL;
 	struct passwd *pw;
 	enum log_level level = LOG_LEVEL_ERROR;
-	int facility = LOG_AUTH, log_stderr = 0, ch, r, status, staging_on;
+	int facility = LOG_AUTH, log_stderr = 0, ch, r, status, staging_on, tmpfile_on;
 	int have_sync = 0, have_modify = 0, have_staging = 0;
 	int bad_level = 0, bad_facility = 0, skipargs = 0;
 	enum expand_fail ef;
@@ -566,7 +566,7 @@ main(int argc, char **argv)
 	log_init(progname, level, facility, log_stderr);
 
 	if (sweep_dir != NULL) {
-		if ((r = stage_sweep(sweep_dir, &swept)) != 0) {
+		if ((r = stage_sweep(sweep_dir, STAGE_SWEEP_TREE, &swept)) != 0) {
 			fprintf(stderr, "%s: sweep %s: %s\n", progname,
 			    sweep_dir, strerror(r));
 			exit(EXIT_USAGE);
@@ -596,6 +596,13 @@ main(int argc, char **argv)
 			    "staging stays on", env);
 		else
 			opts.stage.disabled = !staging_on;
+	}
+	if ((env = getenv("ATOMIC_UPLOAD_TMPFILE")) != NULL && *env != '\0') {
+		if (parse_switch(env, &tmpfile_on) != 0)
+			error("ATOMIC_UPLOAD_TMPFILE=%s not understood: "
+			    "O_TMPFILE stays allowed", env);
+		else
+			opts.stage.no_tmpfile = !tmpfile_on;
 	}
 	if (!have_modify && (env = getenv("ATOMIC_UPLOAD_MODIFY")) != NULL &&
 	    *env != '\0' && parse_modify(env, &opts.stage.modify) != 0)
@@ -632,7 +639,7 @@ main(int argc, char **argv)
 		error("chdir to \"%s\" failed: %s", start_dir, strerror(errno));
 	if (tmpdir != NULL) {
 		/* Named temporaries a killed server left behind. */
-		if (stage_sweep(tmpdir, &swept) == 0 && swept > 0)
+		if (stage_sweep(tmpdir, 0, &swept) == 0 && swept > 0)
 			logit("sweep \"%s\": removed %u stale temporary file%s",
 			    tmpdir, swept, swept == 1 ? "" : "s");
 	}

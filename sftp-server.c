@@ -945,7 +945,10 @@ set_attrs_handle(struct handle *h, const struct sftp_attrs *a)
 	if (a->flags & SSH2_FILEXFER_ATTR_SIZE) {
 		if (a->size > INT64_MAX)
 			r = EINVAL;
-		else if (ftruncate(fd, (off_t)a->size) != 0)
+		else if (h->sf != NULL) {
+			if ((e = stage_ftruncate(h->sf, (off_t)a->size)) != 0)
+				r = e;
+		} else if (ftruncate(fd, (off_t)a->size) != 0)
 			r = errno;
 	}
 	if (a->flags & SSH2_FILEXFER_ATTR_PERMISSIONS) {
@@ -960,7 +963,10 @@ set_attrs_handle(struct handle *h, const struct sftp_attrs *a)
 		ts[0].tv_nsec = 0;
 		ts[1].tv_sec = (time_t)a->mtime;
 		ts[1].tv_nsec = 0;
-		if (futimens(fd, ts) != 0)
+		if (h->sf != NULL) {
+			if ((e = stage_futimens(h->sf, ts)) != 0)
+				r = e;
+		} else if (futimens(fd, ts) != 0)
 			r = errno;
 	}
 	if (a->flags & SSH2_FILEXFER_ATTR_UIDGID) {
@@ -1252,13 +1258,13 @@ handle_write(struct handle *h, const u_char *buf, size_t len, uint64_t off)
 	size_t done = 0;
 	ssize_t n;
 
-	if (h->sf != NULL && !h->append)
+	if (h->sf != NULL)
 		return stage_write(h->sf, buf, len, (off_t)off);
 	while (done < len) {
 		if (h->append)
-			n = write(handle_fd(h), buf + done, len - done);
+			n = write(h->fd, buf + done, len - done);
 		else
-			n = pwrite(handle_fd(h), buf + done, len - done,
+			n = pwrite(h->fd, buf + done, len - done,
 			    (off_t)(off + done));
 		if (n < 0) {
 			if (errno == EINTR)

@@ -641,19 +641,25 @@ test_new_file(int no_tmpfile)
 		ASSERT_INT_EQ(fstat(stage_fd(sf), &st), 0);
 		ASSERT_INT_EQ(st.st_nlink, 0);
 	} else {
-		/* Only a hidden temporary, never a name a script matches. */
+		/* Only a hidden private directory, never a name a script
+		 * matches; the file in it has the mode open(2) gives. */
 		ASSERT_INT_EQ(find_temp(dir, temp, sizeof(temp)), 1);
 		CHECK_ENTRIES(dir, temp);
 		ASSERT_INT_EQ(temp[0], '.');
 		ASSERT_TRUE(strlen(temp) <= NAME_MAX);
-		ASSERT_TRUE(strlen(temp) < 4 ||
-		    strcmp(temp + strlen(temp) - 4, ".csv") != 0);
+		ASSERT_TRUE(strstr(temp, "report") == NULL);
 		join(tpath, sizeof(tpath), dir, temp);
 		if (ASSERT_INT_EQ(lstat(tpath, &st), 0)) {
+			ASSERT_TRUE(S_ISDIR(st.st_mode));
+			ASSERT_INT_EQ(st.st_mode & 07777, 0700);
+		}
+		join(dest, sizeof(dest), tpath, "upload");
+		if (ASSERT_INT_EQ(lstat(dest, &st), 0)) {
 			ASSERT_TRUE(S_ISREG(st.st_mode));
-			ASSERT_INT_EQ(st.st_mode & 07777, 0600);
+			ASSERT_INT_EQ(st.st_mode & 07777, 0644);
 			ASSERT_INT_EQ(st.st_size, len);
 		}
+		join(dest, sizeof(dest), dir, "report.csv");
 	}
 	memset(&rep, 0xa5, sizeof(rep));
 	r = stage_commit(sf, &rep);
@@ -1004,11 +1010,11 @@ test_killed_child(int no_tmpfile)
 	} else {
 		CHECK_ENTRIES(dir, "old.dat");
 	}
-	ASSERT_INT_EQ(stage_sweep(dir, &removed), 0);
+	ASSERT_INT_EQ(stage_sweep(dir, 0, &removed), 0);
 	ASSERT_INT_EQ(removed, (no_tmpfile || !tmpfile_supported) ? 2 : 0);
 	CHECK_ENTRIES(dir, "old.dat");
 	CHECK_STR(dold, "old content");
-	ASSERT_INT_EQ(stage_sweep(dir, NULL), 0);
+	ASSERT_INT_EQ(stage_sweep(dir, 0, NULL), 0);
  out:
 	kill_stager(&a);
 	kill_stager(&b);
@@ -1035,7 +1041,7 @@ test_sweep_spares_live(void)
 	if (!ASSERT_INT_EQ(start_stager(&o, dest, WCT, MiB, 8, &a), 0))
 		goto out;
 	ASSERT_INT_EQ(find_temp(dir, temp, sizeof(temp)), 1);
-	ASSERT_INT_EQ(stage_sweep(dir, &removed), 0);
+	ASSERT_INT_EQ(stage_sweep(dir, 0, &removed), 0);
 	ASSERT_INT_EQ(removed, 0);
 	CHECK_ENTRIES(dir, temp);
 	status = finish_stager(&a, 'c');
@@ -1078,7 +1084,7 @@ test_sweep_after_root_replace(void)
 	kill_stager(&a);
 	CHECK_STR(dest, "their content");
 	ASSERT_INT_EQ(find_temp(dir, NULL, 0), 1);
-	ASSERT_INT_EQ(stage_sweep(dir, &removed), 0);
+	ASSERT_INT_EQ(stage_sweep(dir, 0, &removed), 0);
 	ASSERT_INT_EQ(removed, 1);
 	CHECK_ENTRIES(dir, "theirs.dat");
  out:
@@ -1097,8 +1103,8 @@ test_sweep_is_careful(void)
 	struct stage_opts o;
 	unsigned int removed = 99;
 
-	TEST_START("stage_sweep ignores symlinks, directories, others' files "
-	    "and ordinary names");
+	TEST_START("stage_sweep ignores symlinks and ordinary names, removes "
+	    "stale private directories and (root) others' stale temporaries");
 	if (!ASSERT_INT_EQ(fresh_dir("sweep-careful", dir, sizeof(dir)), 0) ||
 	    !ASSERT_INT_EQ(fresh_dir("sweep-other", other, sizeof(other)), 0))
 		goto out;
@@ -1119,33 +1125,42 @@ test_sweep_is_careful(void)
 
 	ASSERT_INT_EQ(symlink(victim, tpath), 0);
 	ASSERT_INT_EQ(put_str(plain, "keep me"), 0);
-	ASSERT_INT_EQ(stage_sweep(dir, &removed), 0);
+	ASSERT_INT_EQ(stage_sweep(dir, 0, &removed), 0);
 	ASSERT_INT_EQ(removed, 0);
 	CHECK_ENTRIES(dir, temp, ".plain.hidden");
 	CHECK_STR(victim, "precious");
 	ASSERT_INT_EQ(unlink(tpath), 0);
 
+	/* A private directory nobody holds: stale, emptied and removed;
+	 * a symlink in it is removed, not followed. */
 	ASSERT_INT_EQ(mkdir(tpath, 0700), 0);
-	ASSERT_INT_EQ(stage_sweep(dir, &removed), 0);
-	ASSERT_INT_EQ(removed, 0);
-	CHECK_ENTRIES(dir, temp, ".plain.hidden");
-	ASSERT_INT_EQ(rmdir(tpath), 0);
+	join(victim, sizeof(victim), tpath, "upload");
+	ASSERT_INT_EQ(put_str(victim, "stale data"), 0);
+	join(victim, sizeof(victim), tpath, "link");
+	join(plain, sizeof(plain), other, "victim");
+	ASSERT_INT_EQ(symlink(plain, victim), 0);
+	ASSERT_INT_EQ(stage_sweep(dir, 0, &removed), 0);
+	ASSERT_INT_EQ(removed, 1);
+	CHECK_ENTRIES(dir, ".plain.hidden");
+	CHECK_STR(plain, "precious");
+	join(plain, sizeof(plain), dir, ".plain.hidden");
 
 	if (is_root()) {
+		/* Root's sweep (the cron job) removes a stale temporary
+		 * whoever owns it: the lock says it is dead. */
 		ASSERT_INT_EQ(put_str(tpath, "someone else's"), 0);
 		ASSERT_INT_EQ(chown(tpath, 1234, 1234), 0);
-		ASSERT_INT_EQ(stage_sweep(dir, &removed), 0);
-		ASSERT_INT_EQ(removed, 0);
-		CHECK_ENTRIES(dir, temp, ".plain.hidden");
-		ASSERT_INT_EQ(unlink(tpath), 0);
+		ASSERT_INT_EQ(stage_sweep(dir, 0, &removed), 0);
+		ASSERT_INT_EQ(removed, 1);
+		CHECK_ENTRIES(dir, ".plain.hidden");
 	}
 
 	/* Ours, regular, unlocked: stale, removed. */
 	ASSERT_INT_EQ(put_str(tpath, "stale"), 0);
-	ASSERT_INT_EQ(stage_sweep(dir, &removed), 0);
+	ASSERT_INT_EQ(stage_sweep(dir, 0, &removed), 0);
 	ASSERT_INT_EQ(removed, 1);
 	CHECK_ENTRIES(dir, ".plain.hidden");
-	ASSERT_INT_NE(stage_sweep("/nonexistent/dir", &removed), 0);
+	ASSERT_INT_NE(stage_sweep("/nonexistent/dir", 0, &removed), 0);
  out:
 	if (sf != NULL)
 		stage_abort(sf, "test cleanup", NULL);
@@ -1398,8 +1413,8 @@ test_modes(int no_tmpfile)
 	mode_t old_umask = umask(022);
 	int r;
 
-	snprintf(name, sizeof(name), "new file mode = requested & ~umask; "
-	    "temp 0600 until commit; fchmod recorded (%s)",
+	snprintf(name, sizeof(name), "new file mode = requested & ~umask, "
+	    "set by the kernel at creation; fchmod applied (%s)",
 	    variant(no_tmpfile));
 	TEST_START(name);
 	if (!ASSERT_INT_EQ(fresh_dir("modes", dir, sizeof(dir)), 0))
@@ -1417,12 +1432,13 @@ test_modes(int no_tmpfile)
 		ASSERT_INT_EQ(st.st_size, 1);
 	}
 	if (ASSERT_INT_EQ(fstat(stage_fd(sf), &st), 0))
-		ASSERT_INT_EQ(st.st_mode & 07777, 0600);
+		ASSERT_INT_EQ(st.st_mode & 07777, 0644);
 	if (stage_method(sf) == STAGE_NAMED &&
 	    ASSERT_INT_EQ(find_temp(dir, temp, sizeof(temp)), 1)) {
+		/* The private directory keeps everyone else out. */
 		join(tpath, sizeof(tpath), dir, temp);
 		if (ASSERT_INT_EQ(lstat(tpath, &st), 0))
-			ASSERT_INT_EQ(st.st_mode & 07777, 0600);
+			ASSERT_INT_EQ(st.st_mode & 07777, 0700);
 	}
 	r = stage_commit(sf, NULL);
 	sf = NULL;
@@ -1441,16 +1457,14 @@ test_modes(int no_tmpfile)
 		ASSERT_INT_EQ(st.st_mode & 07777, 0750);
 	umask(022);
 
-	/* fchmod through the handle: recorded, reported, applied at commit
-	 * without the umask, like fchmod(2). */
+	/* fchmod through the handle: applied to the staged file without
+	 * the umask, like fchmod(2). */
 	join(dest, sizeof(dest), dir, "m3");
 	if (!ASSERT_INT_EQ(stage_open(&o, dest, WCT, 0644, &sf), 0))
 		goto out;
 	ASSERT_INT_EQ(stage_fchmod(sf, 0751), 0);
 	if (ASSERT_INT_EQ(stage_fstat(sf, &st), 0))
 		ASSERT_INT_EQ(st.st_mode & 07777, 0751);
-	if (ASSERT_INT_EQ(fstat(stage_fd(sf), &st), 0))
-		ASSERT_INT_EQ(st.st_mode & 07777, 0600);
 	r = stage_commit(sf, NULL);
 	sf = NULL;
 	ASSERT_INT_EQ(r, 0);
@@ -1484,6 +1498,7 @@ test_chown_setid(int no_tmpfile)
 	struct staged_file *sf = NULL;
 	struct stage_opts o;
 	struct stat st;
+	mode_t want;
 	int r, order;
 
 	snprintf(name, sizeof(name), "stage_fchown + set-id stage_fchmod, "
@@ -1507,10 +1522,13 @@ test_chown_setid(int no_tmpfile)
 			ASSERT_INT_EQ(stage_fchown(sf, 1234, 5678), 0);
 			ASSERT_INT_EQ(stage_fchmod(sf, 06755), 0);
 		}
+		/* What the same calls do to a plain file: a chown clears
+		 * the set-id bits an earlier chmod set. */
+		want = order == 0 ? 0755 : 06755;
 		if (ASSERT_INT_EQ(stage_fstat(sf, &st), 0)) {
 			ASSERT_INT_EQ(st.st_uid, 1234);
 			ASSERT_INT_EQ(st.st_gid, 5678);
-			ASSERT_INT_EQ(st.st_mode & 07777, 06755);
+			ASSERT_INT_EQ(st.st_mode & 07777, want);
 		}
 		r = stage_commit(sf, NULL);
 		sf = NULL;
@@ -1518,8 +1536,19 @@ test_chown_setid(int no_tmpfile)
 		if (ASSERT_INT_EQ(stat(dest, &st), 0)) {
 			ASSERT_INT_EQ(st.st_uid, 1234);
 			ASSERT_INT_EQ(st.st_gid, 5678);
-			ASSERT_INT_EQ(st.st_mode & 07777, 06755);
+			ASSERT_INT_EQ(st.st_mode & 07777, want);
 		}
+		join(dest, sizeof(dest), dir, order ? "plain-b" : "plain-a");
+		ASSERT_INT_EQ(put_str(dest, ""), 0);
+		if (order == 0) {
+			ASSERT_INT_EQ(chmod(dest, 06755), 0);
+			ASSERT_INT_EQ(chown(dest, 1234, 5678), 0);
+		} else {
+			ASSERT_INT_EQ(chown(dest, 1234, 5678), 0);
+			ASSERT_INT_EQ(chmod(dest, 06755), 0);
+		}
+		if (ASSERT_INT_EQ(stat(dest, &st), 0))
+			ASSERT_INT_EQ(st.st_mode & 07777, want);
 	}
  out:
 	if (sf != NULL)
@@ -1912,7 +1941,10 @@ test_tmpdir_same_fs(int no_tmpfile)
 	else
 		CHECK_ENTRIES(stg, NULL);
 	ASSERT_INT_EQ(fd_path(stage_fd(sf), where, sizeof(where)), 0);
-	if (!starts_with(where, prefix))
+	/* An O_TMPFILE is made in the destination directory, where the
+	 * kernel gives a new file its mode, group and ACL; it has no name
+	 * there.  A named staged file lives in the staging directory. */
+	if (stage_method(sf) == STAGE_NAMED && !starts_with(where, prefix))
 		TEST_FAIL("staged data is at %s, not in %s", where, stg);
 	r = stage_commit(sf, NULL);
 	sf = NULL;
@@ -2830,7 +2862,7 @@ tool_main(int argc, char **argv)
 	if (argc >= 2 && strcmp(argv[1], "stage") == 0)
 		return tool_stage(argc - 1, argv + 1);
 	if (argc == 3 && strcmp(argv[1], "sweep") == 0) {
-		r = stage_sweep(argv[2], &removed);
+		r = stage_sweep(argv[2], STAGE_SWEEP_TREE, &removed);
 		printf("sweep=%s removed=%u\n", errname(r), removed);
 		return r == 0 ? 0 : 1;
 	}
