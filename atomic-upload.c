@@ -508,6 +508,12 @@ open_staging_dir(const char *tmpdir, int dirfd, const char **note)
 		    "beside the destination";
 		return -1;
 	}
+	if (faccessat(fd, ".", W_OK | X_OK, AT_EACCESS) != 0) {
+		close(fd);
+		*note = "staging directory not writable; staging beside the "
+		    "destination";
+		return -1;
+	}
 	return fd;
 }
 
@@ -560,13 +566,15 @@ make_private_dir(struct staged_file *sf, int parent)
 	return r;
 }
 
-/* Remove the private directory (empty by now) and drop its lock. */
+/* Remove the private directory and drop its lock; the staged file is
+ * unlinked first unless it was renamed out. */
 static void
-remove_private_dir(struct staged_file *sf)
+remove_private_dir(struct staged_file *sf, int has_inner)
 {
 	if (sf->privfd < 0)
 		return;
-	(void)unlinkat(sf->privfd, INNER_NAME, 0);
+	if (has_inner)
+		(void)unlinkat(sf->privfd, INNER_NAME, 0);
 	(void)unlinkat(sf->privparent, sf->privname, AT_REMOVEDIR);
 	close(sf->privfd);
 	sf->privfd = -1;
@@ -633,13 +641,20 @@ create_staged(struct staged_file *sf, mode_t mode)
 	if (parent != sf->dirfd &&
 	    faccessat(sf->dirfd, ".", W_OK | X_OK, AT_EACCESS) != 0)
 		return errno;	/* the commit could not put it there */
-	if ((r = make_private_dir(sf, parent)) != 0)
-		return r;
+	if ((r = make_private_dir(sf, parent)) != 0) {
+		if (parent == sf->dirfd)
+			return r;
+		/* The staging directory refuses us after all. */
+		sf->note = "cannot create in the staging directory; staging "
+		    "beside the destination";
+		if ((r = make_private_dir(sf, sf->dirfd)) != 0)
+			return r;
+	}
 	fd = openat(sf->privfd, INNER_NAME,
 	    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
 	if (fd < 0) {
 		r = errno;
-		remove_private_dir(sf);
+		remove_private_dir(sf, 1);
 		return r;
 	}
 	sf->fd = fd;
@@ -729,16 +744,53 @@ copy_xattrs(int src, int dst)
 #endif
 
 /*
- * Give the staged file what truncating the old file in place keeps: its
- * owner and group (the kernel refuses a chown we may not make: then we
- * cannot stage, and say so), extended attributes and mode, in the order
- * the kernel needs (a chown clears set-id bits; the mode comes last).
+ * Does the group of this file grant anyone anything?  Not when its group
+ * permissions are a subset of the others' and no ACL names anyone: then
+ * whichever group the file has, everybody has the same access.
  */
 static int
-take_old_metadata(struct staged_file *sf, const struct stat *st)
+group_grants_nothing(int fd, const struct stat *st)
 {
-	if (fchown(sf->fd, st->st_uid, st->st_gid) != 0)
-		return errno;
+	mode_t g = (st->st_mode >> 3) & 07, o = st->st_mode & 07;
+
+	if ((g & ~o) != 0 || (st->st_mode & S_ISGID))
+		return 0;
+#ifdef HAVE_FGETXATTR
+	if (fgetxattr(fd, "system.posix_acl_access", NULL, 0) >= 0 ||
+	    (errno != ENODATA && errno != ENOTSUP && errno != EOPNOTSUPP))
+		return 0;
+#else
+	(void)fd;
+#endif
+	return 1;
+}
+
+/*
+ * Give the staged file what truncating the old file in place keeps: its
+ * owner and group, extended attributes and mode, in the order the kernel
+ * needs (a chown clears set-id bits; the mode comes last).  The kernel
+ * refuses a chown we may not make: then we cannot stage and the caller
+ * writes in place, as stock keeps them.  One exception: the uploader's own
+ * file whose group (one he is not in) grants nothing that others do not
+ * have; it keeps his group, since no one's access changes.
+ */
+static int
+take_old_metadata(struct staged_file *sf, const struct stat *st,
+    int *refusedp)
+{
+	*refusedp = 0;
+	if (fchown(sf->fd, st->st_uid, st->st_gid) != 0) {
+		if (errno != EPERM || st->st_uid != geteuid() ||
+		    !group_grants_nothing(sf->oldfd, st)) {
+			*refusedp = errno == EPERM;
+			return errno;
+		}
+		if (fchown(sf->fd, st->st_uid, (gid_t)-1) != 0)
+			return errno;
+		sf->note = "the old file's group cannot be given to a new file "
+		    "and grants nothing beyond what others have: the new file "
+		    "has the uploader's group";
+	}
 #if defined(HAVE_FLISTXATTR) && defined(HAVE_FGETXATTR) && defined(HAVE_FSETXATTR)
 	copy_xattrs(sf->oldfd, sf->fd);
 #endif
@@ -886,7 +938,7 @@ static int
 materialise(struct staged_file *sf, off_t limit)
 {
 	struct stat st;
-	int r;
+	int r, refused;
 
 	if (!sf->lazy)
 		return 0;
@@ -894,7 +946,7 @@ materialise(struct staged_file *sf, off_t limit)
 		return sf->copy_error;
 	if (fstat(sf->oldfd, &st) != 0)
 		r = errno;
-	else if ((r = take_old_metadata(sf, &st)) == 0 &&
+	else if ((r = take_old_metadata(sf, &st, &refused)) == 0 &&
 	    (r = copy_existing(sf->srcfd, sf->fd, limit)) == 0 &&
 	    (!sf->append || (r = set_append(sf->fd)) == 0)) {
 		sf->lazy = 0;
@@ -1005,7 +1057,7 @@ discard(struct staged_file *sf)
 		close(sf->fd);
 		sf->fd = -1;
 	}
-	remove_private_dir(sf);
+	remove_private_dir(sf, 1);
 }
 
 /*
@@ -1017,7 +1069,7 @@ static int
 stage_existing(struct staged_file *sf, const struct stage_opts *opts,
     int oflags, mode_t mode, int probe, const struct stat *st)
 {
-	int fd, r;
+	int fd, r, refused;
 
 	sf->oldfd = probe;
 	/* Cannot be replaced: the kernel refuses to rename over it. */
@@ -1064,7 +1116,9 @@ stage_existing(struct staged_file *sf, const struct stage_opts *opts,
 	sf->existed = 1;
 	if ((r = create_staged(sf, 0600)) != 0)
 		return r;
-	if ((r = take_old_metadata(sf, st)) != 0) {
+	if ((r = take_old_metadata(sf, st, &refused)) != 0) {
+		if (!refused)
+			return r;
 		/* We may not give a file this owner and group: stock keeps
 		 * them by writing in place, and so must we. */
 		discard(sf);
@@ -1589,8 +1643,10 @@ publish(struct staged_file *sf, const char **step)
 		 * the destination directory sees only the final name) and
 		 * rename it over the destination. */
 		*step = "make a private directory";
-		if ((r = make_private_dir(sf, sf->stagedirfd >= 0 ?
-		    sf->stagedirfd : sf->dirfd)) != 0)
+		r = ENOENT;
+		if (sf->stagedirfd >= 0)
+			r = make_private_dir(sf, sf->stagedirfd);
+		if (r != 0 && (r = make_private_dir(sf, sf->dirfd)) != 0)
 			return r;
 		*step = "link into a private directory";
 		if ((r = link_anonymous(sf->fd, sf->privfd, INNER_NAME)) != 0)
@@ -1606,7 +1662,7 @@ publish(struct staged_file *sf, const char **step)
 		if (renameat(sf->privfd, INNER_NAME, sf->dirfd, sf->name) != 0)
 			return errno;
 	}
-	remove_private_dir(sf);
+	remove_private_dir(sf, 0);
 	return 0;
 }
 
@@ -1783,9 +1839,8 @@ stage_count(void)
 /*
  * One of our names in `dfd`: remove it if no live staging holds its lock.
  * A private directory is emptied first (it holds one file, or none).
- * Whose it is does not matter: the lock tells a live staging from a dead
- * one, and the kernel decides whether we may remove it (root may, in a
- * sticky directory too).
+ * The lock tells a live staging from a dead one; root removes a dead one
+ * whoever made it (in a sticky 1733 directory too), a user only his own.
  */
 static void
 sweep_entry(int dfd, const char *name, unsigned int *count)
@@ -1799,8 +1854,11 @@ sweep_entry(int dfd, const char *name, unsigned int *count)
 	    O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
 		return;
+	/* Root's sweep (the cron job) takes anybody's; a user's only his. */
 	if (fstat(fd, &st) != 0 || (!S_ISREG(st.st_mode) &&
-	    !S_ISDIR(st.st_mode)) || flock(fd, LOCK_EX | LOCK_NB) != 0)
+	    !S_ISDIR(st.st_mode)) ||
+	    (geteuid() != 0 && st.st_uid != geteuid()) ||
+	    flock(fd, LOCK_EX | LOCK_NB) != 0)
 		goto out;
 	if (fstatat(dfd, name, &again, AT_SYMLINK_NOFOLLOW) != 0 ||
 	    again.st_dev != st.st_dev || again.st_ino != st.st_ino)

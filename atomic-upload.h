@@ -165,7 +165,7 @@ int stage_count(void);
  * Remove stale named temporaries in `dir` left by a process that died: our
  * name pattern, and not locked by a live staging.  Root removes them
  * whoever owns them (the cron job for shared 1733 staging directories);
- * others remove what the kernel lets them open and unlink.  With
+ * others only their own.  With
  * STAGE_SWEEP_TREE every directory below `dir` on the same filesystem is
  * swept too (destination directories, where temporaries are made on
  * filesystems without O_TMPFILE); symbolic links are never followed.

@@ -361,35 +361,39 @@ parse_decimal(char **cpp, unsigned long long max, unsigned long long *out)
 	return 0;
 }
 
-/* "T<mtime> <usec> <atime> <usec>": NULL, or why the record is bad. */
+/*
+ * "T<mtime> <usec> <atime> <usec>": NULL, or why the record is bad.  A
+ * time too large for a time_t is not an error: the times are ignored and
+ * the file is received, as stock's sink does.
+ */
 static const char *
 parse_times(char *line, struct scp_times *t)
 {
 	unsigned long long sec, usec;
 	char *cp = line + 1;
-	int r;
+	int r, in_range = 1;
 
 	if ((r = parse_decimal(&cp, INT64_MAX, &sec)) == EINVAL)
 		return "mtime.sec not present";
 	if (r == ERANGE)
-		return "mtime.sec out of range";
+		in_range = 0;
 	if (*cp++ != ' ')
 		return "mtime.sec not delimited";
-	t->ts[1].tv_sec = (time_t)sec;
+	t->ts[1].tv_sec = r == 0 ? (time_t)sec : 0;
 	if (parse_decimal(&cp, 999999, &usec) != 0 || *cp++ != ' ')
 		return "mtime.usec not delimited";
 	t->ts[1].tv_nsec = (long)usec * 1000;
 	if ((r = parse_decimal(&cp, INT64_MAX, &sec)) == EINVAL)
 		return "atime.sec not present";
 	if (r == ERANGE)
-		return "atime.sec out of range";
+		in_range = 0;
 	if (*cp++ != ' ')
 		return "atime.sec not delimited";
-	t->ts[0].tv_sec = (time_t)sec;
+	t->ts[0].tv_sec = r == 0 ? (time_t)sec : 0;
 	if (parse_decimal(&cp, 999999, &usec) != 0 || *cp != '\0')
 		return "atime.usec not delimited";
 	t->ts[0].tv_nsec = (long)usec * 1000;
-	t->set = 1;
+	t->set = in_range;
 	return NULL;
 }
 

@@ -119,11 +119,15 @@ bg_as_user() {
 	(exec setpriv --reuid="$TEST_USER" --regid="$TEST_USER" --init-groups \
 	    --reset-env -- env PATH=/usr/local/bin:/usr/bin:/bin "$@") &
 }
-# staging: a session process holds a file below $STAGE open.
+# staging: a session process holds a staged file open:
+# an O_TMPFILE in the destination directory ("#inode (deleted)"), or a
+# file in a private directory in the staging directory.
 staging() {
 	local p
 	for p in $(sessions); do
-		ls -l /proc/"$p"/fd 2>/dev/null | grep -q " $STAGE/" && return 0
+		ls -l /proc/"$p"/fd 2>/dev/null |
+		    grep -q -e " $D/#[0-9]* (deleted)" -e " $STAGE/\.au-[A-Za-z0-9]*/upload" &&
+		    return 0
 	done
 	return 1
 }
@@ -139,8 +143,7 @@ kill_upload() {
 	pid=$!
 	wait_for writing || verbose "$dest: no session wrote"
 	sleep 1
-	# ATOMIC_UPLOAD_TMPDIR reached the session through dropbear -e.
-	check "$dest: staged in the staging directory" staging
+	check "$dest: staged, nothing at the name" staging
 	check "$dest: the name shows no new content mid-upload" \
 	    eval "test ! -e '$D/$dest' || cmp -s '$L/old-$dest' '$D/$dest'"
 	kill -9 "$pid" 2>/dev/null

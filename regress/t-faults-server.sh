@@ -355,7 +355,8 @@ kill_case() {
 	local -a lines=()
 	[ -n "$tdir" ] && lines+=("$(tmpdir_env "$tdir")")
 	if [ "$named" = 1 ]; then
-		lines+=("LD_PRELOAD=$SHIM; FAULTSHIM='openat:EOPNOTSUPP:tmpfile'; FAULTSHIM_DIR=${tdir:-$D}; export LD_PRELOAD FAULTSHIM FAULTSHIM_DIR")
+		# As on a filesystem without O_TMPFILE.
+		lines+=("ATOMIC_UPLOAD_TMPFILE=off; export ATOMIC_UPLOAD_TMPFILE")
 	fi
 	env_case "${lines[@]}"
 	if [ "$cl" = scpO ]; then

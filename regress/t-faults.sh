@@ -299,16 +299,19 @@ for m in "" -n; do
 	    "rename*:EIO,link*:EIO" "*commit=EIO*" $m -F wcte -b 1000
 	fault_new "[$mn] openat EMFILE" "open*:EMFILE" "open=EMFILE*" $m -b 1000
 	fault_replace "[$mn] openat EMFILE" "open*:EMFILE" "open=EMFILE*" $m -b 1000
-	fault_replace "[$mn] fchmod EPERM at commit" "fchmod:EPERM" \
-	    "*commit=EPERM*" $m -b 1000
+	# The old file's mode goes on the staged file at open.
+	fault_replace "[$mn] fchmod EPERM at open" "fchmod:EPERM" \
+	    "open=EPERM*" $m -b 1000
 
-	# Copy-on-modify: the copy fails, or falls back to read/write.
+	# Copy-on-modify: the copy, made at the first write, fails or
+	# falls back to pread/pwrite; the write and the commit fail.
 	fault_replace "[$mn] copy_file_range EIO" "copy_file_range:EIO" \
-	    "open=EIO*" $m -F w -o 2 -b 3 -c Z
+	    "*write=EIO*commit=EIO*" $m -F w -o 2 -b 3 -c Z
 	fault_replace "[$mn] copy fallback, write ENOSPC" \
-	    "copy_file_range:ENOSYS,write:ENOSPC" "open=ENOSPC*" $m -F w -b 1
+	    "copy_file_range:ENOSYS,pwrite:ENOSPC" "*write=ENOSPC*commit=ENOSPC*" \
+	    $m -F w -b 1
 	fault_replace "[$mn] copy fallback, read EIO" \
-	    "copy_file_range:ENOSYS,read:EIO" "open=EIO*" $m -F w -b 1
+	    "copy_file_range:ENOSYS,pread:EIO" "*write=EIO*commit=EIO*" $m -F w -b 1
 	reset
 	printf '%s' "$OLD" >"$D/f"
 	shim "copy_file_range:EXDEV" $m -F w -o 2 -b 3 -c Z "$D/f"
@@ -483,22 +486,40 @@ if [ $have_strace = 1 ]; then
 		    "*write=OK*commit=OK*"
 		check "strace [$mn] EINTR: content" is_fill "$D/f" 100000 x
 	done
-	# DESIGN 9, checked on the system calls: a named temporary is
-	# created O_CREAT|O_EXCL|O_NOFOLLOW mode 0600 and never opened by
-	# name again.
+	# DESIGN 9, checked on the system calls: a named staged file lives
+	# in a private directory made 0700 for it and opened O_NOFOLLOW; the
+	# file is created O_CREAT|O_EXCL|O_NOFOLLOW and never opened by name
+	# again; its name carries nothing of the destination's.
 	for place in dest tmpdir; do
 		reset
 		targs=""
 		[ $place = tmpdir ] && targs="-t $S"
-		out=$(st -f -o "$WORK/strace" -e trace=open,openat,creat \
-		    "$T" -x stage -n $targs -L -b 1000 "$D/g" 2>&1)
+		out=$(st -f -o "$WORK/strace" \
+		    -e trace=open,openat,creat,mkdir,mkdirat \
+		    "$T" -x stage -n $targs -L -b 1000 "$D/secret-name" 2>&1)
 		name=$(printf '%s\n' "$out" | awk '$3 == "temp" { print $2; exit }')
 		if [ -z "$name" ]; then
-			notok "temp creation ($place): no temporary seen: $out"
+			notok "temp creation ($place): no private directory seen: $out"
 			continue
 		fi
-		opens=$(grep -F "\"$name\"" "$WORK/strace" | grep -c 'open')
-		create=$(grep -F "\"$name\"" "$WORK/strace" | grep 'open' | head -1)
+		case "$name" in
+		*secret*) notok "temp ($place) name shows the destination: $name" ;;
+		*) ok "temp ($place) name shows nothing of the destination" ;;
+		esac
+		mk=$(grep -F "\"$name\"" "$WORK/strace" | grep 'mkdir' | head -1)
+		dopen=$(grep -F "\"$name\"" "$WORK/strace" | grep 'open' | head -1)
+		verbose "$mk"
+		verbose "$dopen"
+		case "$mk" in
+		*", 0700)"*) ok "private directory ($place) made mode 0700" ;;
+		*) notok "private directory ($place) not made mode 0700: $mk" ;;
+		esac
+		case "$dopen" in
+		*O_NOFOLLOW*) ok "private directory ($place) opened O_NOFOLLOW" ;;
+		*) notok "private directory ($place) opened without O_NOFOLLOW" ;;
+		esac
+		opens=$(grep -c '"upload"' "$WORK/strace")
+		create=$(grep '"upload"' "$WORK/strace" | head -1)
 		verbose "$create"
 		check "temp ($place) opened once only ($opens)" test "$opens" -eq 1
 		for f in O_CREAT O_EXCL O_NOFOLLOW; do
@@ -507,10 +528,6 @@ if [ $have_strace = 1 ]; then
 			*) notok "temp ($place) created without $f" ;;
 			esac
 		done
-		case "$create" in
-		*", 0600)"*) ok "temp ($place) created mode 0600" ;;
-		*) notok "temp ($place) not created mode 0600" ;;
-		esac
 	done
 else
 	skip "strace fault injection" "strace missing or ptrace not permitted"

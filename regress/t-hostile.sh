@@ -7,7 +7,8 @@
 #      the commit lands in the directory that was opened (or fails), and
 #      never follows the new symlink;
 #   3. a world-writable staging directory without the sticky bit: refused,
-#      the upload staged beside its destination instead, and logged;
+#      the upload staged beside its destination instead, and logged (a
+#      replacement, which renames into place from the staging directory);
 #   4. symlinks planted in a shared staging directory by another user at
 #      the very names the server will use (its random source made
 #      predictable): never followed, never swept;
@@ -168,6 +169,8 @@ if [ $stock = 0 ]; then
 	for mode in 0777 1777; do
 		reset
 		chmod $mode "$S"
+		printf '%s' old >"$D/f"
+		printf '%s' old >"$D/g"
 		: >"$WORK/count"
 		: >"$WORK/srv.log"
 		out=$("$PY" "$DRIVE" sftp "$D/f" 100000 -- env LD_PRELOAD="$SHIM" \
@@ -179,16 +182,16 @@ if [ $stock = 0 ]; then
 			check "staging dir 0777: not used ($used creations there)" \
 			    test "$used" -eq 0
 			check "staging dir 0777: refusal logged" \
-			    grep -aq 'world-writable without the sticky bit' "$WORK/srv.log"
+			    grep -aq 'writable by others without the sticky bit' "$WORK/srv.log"
 		else
 			has "staging dir 1777: upload commits" "*close=OK*"
 			check "staging dir 1777: used" test "$used" -gt 0
 			check "staging dir 1777: no refusal logged" \
-			    eval '! grep -aq "world-writable" "$WORK/srv.log"'
+			    eval '! grep -aq "without the sticky bit" "$WORK/srv.log"'
 		fi
 		check "staging dir $mode: upload complete" \
 		    test "$(stat -c %s "$D/f")" -eq 100000
-		check "staging dir $mode: no debris" entries "$D" f
+		check "staging dir $mode: no debris" entries "$D" f g
 		check "staging dir $mode: staging directory empty" entries "$S"
 		if [ $have_scp = 1 ]; then
 			: >"$WORK/count"
@@ -200,7 +203,7 @@ if [ $stock = 0 ]; then
 			if [ $mode = 0777 ]; then
 				check "scp -t, staging dir 0777: not used" test "$used" -eq 0
 				check "scp -t, staging dir 0777: refusal logged" \
-				    grep -aq 'world-writable without the sticky bit' "$WORK/scp1.log"
+				    grep -aq 'writable by others without the sticky bit' "$WORK/scp1.log"
 			else
 				check "scp -t, staging dir 1777: used" test "$used" -gt 0
 			fi
@@ -223,26 +226,16 @@ if [ $stock = 0 ]; then
 	chmod 644 "$victim"
 	printf '%s' "old" >"$D/f"
 	planted_env=(env LD_PRELOAD="$SHIM" FAULTSHIM_COUNT="$WORK/count")
-	# Learn the names: named staging (O_TMPFILE refused) for a new file,
-	# and the O_TMPFILE replace (which links to a temporary name).
-	: >"$WORK/count"
-	"$PY" "$DRIVE" sftp "$D/f" 1000 -- "${planted_env[@]}" \
-	    FAULTSHIM="getrandom:ZERO,openat:EOPNOTSUPP:tmpfile" FAULTSHIM_DIR="$WORK" \
-	    "$SFTP_SERVER" -e -t "$S" >/dev/null 2>&1
-	n1=$(awk '$2 == "openat" && $5 ~ /^\.f\.au-/ { print $5; exit }' "$WORK/count")
-	: >"$WORK/count"
-	"$PY" "$DRIVE" sftp "$D/f" 1000 -- "${planted_env[@]}" \
-	    FAULTSHIM="getrandom:ZERO" FAULTSHIM_DIR="$WORK" \
-	    "$SFTP_SERVER" -e -t "$S" >/dev/null 2>&1
-	n2=$(awk '$2 == "linkat" && $5 ~ /^\.f\.au-/ { print $5; exit }' "$WORK/count")
-	verbose "predictable names: named '$n1', link '$n2'"
+	# With getrandom returning zeros, every private directory would be
+	# ".au-" and sixteen 'a's: in the staging directory (named staging,
+	# and the O_TMPFILE replace's rename) and, without -t, beside the
+	# destination, here a shared directory too.
+	n1=.au-aaaaaaaaaaaaaaaa
+	n2=$n1
 	printf '%s' "old" >"$D/f"
-	# The named temporary is made in the staging directory; the
-	# O_TMPFILE replace links to a hidden name in the destination
-	# directory, here a shared one too.
 	chmod 1777 "$D"
-	[ -n "$n1" ] && as_user ln -s "$victim" "$S/$n1"
-	[ -n "$n2" ] && as_user ln -s "$victim" "$D/$n2"
+	as_user ln -s "$victim" "$S/$n1"
+	as_user ln -s "$victim" "$D/$n2"
 	planted=$(find "$S" "$D" -type l | wc -l)
 	check "symlinks planted by $TEST_USER ($planted)" test "$planted" -eq 2
 	for how in named tmpfile; do
@@ -265,14 +258,16 @@ if [ $stock = 0 ]; then
 		check "planted symlinks, $how: nothing else in the destination" \
 		    entries "$D" f ${n2:+"$n2"}
 	done
-	# A server start sweeps the staging directory: another user's links
-	# (and regular files under our pattern) are not its to remove.
+	# Root's sweep (the cron job) removes a stale temporary whoever owns
+	# it, since no live staging holds its lock, but never follows or
+	# removes a symlink.
 	as_user sh -c "printf x > '$S/.f.au-AAAAAAAAAAAAAAAA'"
 	"$SFTP_SERVER" -S "$S" >/dev/null 2>&1
 	"$SFTP_SERVER" -S "$D" >/dev/null 2>&1
 	check "sweep leaves the other user's symlinks" \
 	    test "$(find "$S" "$D" -type l | wc -l)" -eq "$planted"
-	check "sweep leaves the other user's file" test -f "$S/.f.au-AAAAAAAAAAAAAAAA"
+	check "root's sweep removes the other user's stale temporary" \
+	    test ! -e "$S/.f.au-AAAAAAAAAAAAAAAA"
 	check "sweep: victim untouched" test "$(cat "$victim")" = precious
 else
 	skip "planted symlinks in the staging directory" "stock has no staging"

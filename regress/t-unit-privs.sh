@@ -130,6 +130,7 @@ for m in "" -n; do
 	    entries "$P/wdir" rofile rootf own
 
 	# Replacing one's own file keeps its mode and group.
+	chgrp "$(id -gn "$U")" "$P/wdir/own"
 	stage_as_user $m -c R -b 3 "$P/wdir/own"
 	has "[$mn] own file replaced" "open=OK method=$mn note=-*commit=OK*"
 	check "[$mn] own file: content" content_is "$P/wdir/own" RRR
@@ -137,6 +138,24 @@ for m in "" -n; do
 	    test "$(stat -c %a "$P/wdir/own")" = 640
 	check "[$mn] own file: owner and group" \
 	    test "$(stat -c %U:%G "$P/wdir/own")" = "$U:$(id -gn "$U")"
+	# Its group one the user is not in, and readable by that group only:
+	# a new inode could not have it, so it is written in place, as stock
+	# writes it (the group keeps its access, nobody else gains any).
+	chgrp root "$P/wdir/own"
+	stage_as_user $m -c Q -b 3 "$P/wdir/own"
+	has "[$mn] own file, root's group 0640: in place with a note" \
+	    "open=OK method=direct note=\"*\"*commit=OK*"
+	check "[$mn] ... group root and mode 0640 kept" \
+	    test "$(stat -c %G:%a "$P/wdir/own")" = root:640
+	# A group that grants nothing beyond the others' bits: staged, with
+	# the user's group, and the log says so.
+	chmod 644 "$P/wdir/own"
+	stage_as_user $m -c P -b 3 "$P/wdir/own"
+	has "[$mn] own file, root's group 0644: staged with a note" \
+	    "open=OK method=$mn note=\"*group*\"*commit=OK*"
+	check "[$mn] ... content, mode 0644, the user's group" \
+	    test "$(cat "$P/wdir/own"):$(stat -c %G:%a "$P/wdir/own")" = "PPP:$(id -gn "$U"):644"
+	chmod 640 "$P/wdir/own"
 
 	# A staging directory the user cannot write: fall back, say why.
 	stage_as_user $m -t "$P/stg-ro" -b 4 "$P/wdir/n1"

@@ -507,6 +507,30 @@ read(int fd, void *buf, size_t len)
 	return ret;
 }
 
+static ssize_t
+do_pread(int fd, void *buf, size_t len, off64_t off)
+{
+	REAL(pread64);
+	FD_CALL_BEGIN("pread", fd);
+	ssize_t ret = fires(rule_) ? inject(rule_) :
+	    real_pread64(fd, buf, len, off);
+
+	finish("pread", kind_, path_, rule_, ret);
+	return ret;
+}
+
+ssize_t
+pread(int fd, void *buf, size_t len, off_t off)
+{
+	return do_pread(fd, buf, len, (off64_t)off);
+}
+
+ssize_t
+pread64(int fd, void *buf, size_t len, off64_t off)
+{
+	return do_pread(fd, buf, len, off);
+}
+
 static size_t
 short_len(const struct rule *r, size_t len)
 {
