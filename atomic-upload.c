@@ -1034,17 +1034,30 @@ free_staged(struct staged_file *sf)
 	free(sf);
 }
 
-/* Close everything about the old file and its directory that a staging
- * which turned into an in-place write no longer needs. */
-static void
-drop_old(struct staged_file *sf)
+/*
+ * Write in place through the descriptor the kernel opened for the client
+ * (O_CREAT and O_TRUNC were held back; the O_CREAT rule has been applied,
+ * the truncation is done now), as stock writes the file.  Reusing it, not
+ * opening the name again, also spares watchers a close of the old file.
+ */
+static int
+write_in_place(struct staged_file *sf, int oflags, const char *note)
 {
+	int fl, fd = sf->oldfd;
+
 	if (sf->srcfd >= 0 && sf->srcfd != sf->oldfd)
 		close(sf->srcfd);
 	sf->srcfd = -1;
-	if (sf->oldfd >= 0)
-		close(sf->oldfd);
 	sf->oldfd = -1;
+	sf->fd = fd;
+	sf->method = STAGE_DIRECT;
+	sf->note = note;
+	if ((fl = fcntl(fd, F_GETFL)) < 0 ||
+	    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0)
+		return errno;
+	if ((oflags & O_TRUNC) && ftruncate(fd, 0) != 0)
+		return errno;
+	return 0;
 }
 
 /* Discard the staged data (not the registry entry or memory). */
@@ -1067,28 +1080,29 @@ discard(struct staged_file *sf)
  */
 static int
 stage_existing(struct staged_file *sf, const struct stage_opts *opts,
-    int oflags, mode_t mode, int probe, const struct stat *st)
+    int oflags, int probe, const struct stat *st)
 {
 	int fd, r, refused;
 
 	sf->oldfd = probe;
-	/* Cannot be replaced: the kernel refuses to rename over it. */
+	/* Cannot be replaced: the kernel refuses to rename over it.  An
+	 * immutable file was refused by the open already; an append-only
+	 * one was opened because O_APPEND was asked for, and open(2) would
+	 * refuse O_TRUNC with it (may_open): the one check of the file
+	 * itself that the open without O_TRUNC could not make. */
 	if (inode_pinned(probe)) {
-		drop_old(sf);
-		return open_direct(sf, oflags, mode, "append-only file: "
-		    "written in place, as it cannot be replaced");
+		if (oflags & O_TRUNC)
+			return EPERM;
+		return write_in_place(sf, oflags, "append-only file: written "
+		    "in place, as it cannot be replaced");
 	}
-	if (!(oflags & O_TRUNC) && opts->modify == STAGE_MODIFY_INPLACE) {
-		drop_old(sf);
-		return open_direct(sf, oflags, mode, "modify policy in-place");
-	}
+	if (!(oflags & O_TRUNC) && opts->modify == STAGE_MODIFY_INPLACE)
+		return write_in_place(sf, oflags, "modify policy in-place");
 	/* Staging needs to rename into the directory. */
 	if (faccessat(sf->dirfd, ".", W_OK | X_OK, AT_EACCESS) != 0 ||
-	    (sf->dir_readable && inode_pinned(sf->dirfd))) {
-		drop_old(sf);
-		return open_direct(sf, oflags, mode, "directory not writable: "
+	    (sf->dir_readable && inode_pinned(sf->dirfd)))
+		return write_in_place(sf, oflags, "directory not writable: "
 		    "cannot stage, writing in place as stock does");
-	}
 	if (!(oflags & O_TRUNC)) {
 		/* The lazy copy reads the old data. */
 		if ((oflags & O_ACCMODE) == O_RDWR)
@@ -1104,12 +1118,10 @@ stage_existing(struct staged_file *sf, const struct stage_opts *opts,
 				close(fd);
 				fd = -1;
 			}
-			if (fd < 0) {
-				drop_old(sf);
-				return open_direct(sf, oflags, mode,
-				    "existing file not readable: cannot stage "
-				    "a copy, writing in place as stock does");
-			}
+			if (fd < 0)
+				return write_in_place(sf, oflags, "existing "
+				    "file not readable: cannot stage a copy, "
+				    "writing in place as stock does");
 			sf->srcfd = fd;
 		}
 	}
@@ -1122,11 +1134,10 @@ stage_existing(struct staged_file *sf, const struct stage_opts *opts,
 		/* We may not give a file this owner and group: stock keeps
 		 * them by writing in place, and so must we. */
 		discard(sf);
-		drop_old(sf);
 		sf->existed = 0;
-		return open_direct(sf, oflags, mode, "cannot give a new file "
-		    "the old file's owner and group: writing in place as "
-		    "stock does");
+		return write_in_place(sf, oflags, "cannot give a new file the "
+		    "old file's owner and group: writing in place as stock "
+		    "does");
 	}
 	if (oflags & O_TRUNC) {
 		/* What open's O_TRUNC does to the old file, the kernel does
@@ -1180,8 +1191,11 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 			close(sf->dirfd);
 		sf->dirfd = -1;
 		if (tries == 3) {
-			/* The name keeps changing under us. */
-			r = EAGAIN;
+			/* The name keeps changing under us (or names a file
+			 * we cannot find again): stock's own call, then. */
+			r = open_direct(sf, oflags, mode, "the name changed "
+			    "while it was opened: writing in place as stock "
+			    "does");
 			goto out;
 		}
 		if (sf->excl) {
@@ -1287,7 +1301,7 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 			r = EACCES;
 			goto out;
 		}
-		r = stage_existing(sf, opts, oflags, mode, probe, &pst);
+		r = stage_existing(sf, opts, oflags, probe, &pst);
 		probe = -1;	/* sf owns it now */
 		if (r != 0)
 			goto out;
@@ -1530,10 +1544,15 @@ sync_all(int fd)
 static int
 sync_dir(const struct staged_file *sf)
 {
+	int fd = sf->fd >= 0 ? sf->fd : sf->oldfd;
+
 	if (sf->dir_readable)
 		return sync_all(sf->dirfd);
 #ifdef HAVE_SYNCFS
-	return syncfs(sf->fd) == 0 ? 0 : errno;
+	if (fd >= 0)
+		return syncfs(fd) == 0 ? 0 : errno;
+	sync();
+	return 0;
 #else
 	sync();
 	return 0;
@@ -1743,6 +1762,15 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 			goto fail;
 	}
 	fill_report(sf, rep, 0, NULL);
+	/* Watchers waiting for IN_CLOSE_WRITE get it from the close of the
+	 * old file's descriptor (open for writing, as stock's was) once the
+	 * new content has its name: a named staged file must not give one
+	 * of its own, so it is closed while still in its private
+	 * directory.  Without an old file, see below. */
+	if (sf->method == STAGE_NAMED && sf->oldfd >= 0) {
+		close(sf->fd);
+		sf->fd = -1;
+	}
 	if ((r = publish(sf, &step)) != 0)
 		goto fail;
 	if (rep != NULL)
@@ -1757,17 +1785,21 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 				    "directory fsync after publishing: %s",
 				    strerror(r));
 			}
-			close(sf->fd);
+			if (sf->fd >= 0)
+				close(sf->fd);
 			sf->fd = -1;
 			goto done;
 		}
 	}
-	/* Closing a renamed named file fires IN_CLOSE_WRITE on the final
-	 * name; an O_TMPFILE's close reports only "#inode", so open and
-	 * close the published name once to give watchers that event. */
-	close(sf->fd);
+	/* A new file: closing a renamed named file fires IN_CLOSE_WRITE on
+	 * the final name; an O_TMPFILE's close reports only "#inode", so
+	 * open and close the published name once to give watchers that
+	 * event.  A replacement: free_staged() closes the old file. */
+	if (sf->fd >= 0)
+		close(sf->fd);
 	sf->fd = -1;
-	if (sf->method == STAGE_TMPFILE && !sf->no_close_event) {
+	if (sf->method == STAGE_TMPFILE && sf->oldfd < 0 &&
+	    !sf->no_close_event) {
 		fd = openat(sf->dirfd, sf->name, O_WRONLY | O_NOFOLLOW |
 		    O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 		if (fd >= 0)

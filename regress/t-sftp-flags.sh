@@ -293,7 +293,7 @@ for dir in rel rel/inner rel/../rel/inner . .. "$WORK//rel/" nonexistent \
 		{ find "$WORK" -name relput; ls "$HOME/relput" \
 		    "$WORK/../relput" 2>/dev/null; } |
 		    sort >>"$WORK/out.$who"
-		grep -v -e '^commit ' "$WORK/out.$who" >"$WORK/out.$who.f"
+		grep -v -e '^commit ' -e '^unchanged ' "$WORK/out.$who" >"$WORK/out.$who.f"
 	done
 	if cmp -s "$WORK/out.ours.f" "$WORK/out.stock.f"; then
 		ok "session -d $dir: same as stock ($(grep -e '^Remote working' -e chdir -e expand -e relput "$WORK/out.ours.f" | tr '\n' ' '))"
@@ -329,7 +329,7 @@ for lv in INFO VERBOSE DEBUG1 DEBUG2 "DEBUG2 -R" \
 	both -e -l $lv
 	for who in ours stock; do
 		grep -v -e '^exit ' -e '^sftp> ' -e '^Remote working' "$WORK/out.$who" |
-		    grep -v -e '^commit "' -e '^abort "' -e '^stage "' |
+		    grep -v -e '^commit "' -e '^abort "' -e '^unchanged "' -e '^stage "' |
 		    grep -v -e '^debug1: staging ' -e '^debug1: .*users.groups.by.id' |
 		    sed 's/^\(users-groups-by-id:\) .*/\1 N/' >"$WORK/log.$who"
 	done
@@ -444,13 +444,16 @@ upload_with() {
 traced() {
 	wrap=(env ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 	    strace -f -qq -y -o "$WORK/trace"
-	    -e trace=openat,fsync,fdatasync,sync_file_range)
+	    -e trace=openat,renameat,renameat2,fsync,fdatasync,sync_file_range)
 	upload_with "$@"
 	wrap=()
 }
-# staged_in DIR: the staged file was created in DIR.
-staged_in() { grep -q "openat([0-9]*<$1>, \"\\.\", .*O_TMPFILE" "$WORK/trace" ||
-    grep -q "openat([0-9]*<$1>, \"\\.[^\"]*\", .*O_CREAT|O_EXCL" "$WORK/trace"; }
+# staged_in DIR: the upload (a replacement: $D/f exists) went through DIR:
+# renamed into place from a private directory there, or staged in one.
+staged_in() {
+	grep -q "renameat2\?([0-9]*<$1/\\.au-[A-Za-z0-9]*>, \"upload\"" "$WORK/trace" ||
+	    grep -q "openat([0-9]*<$1/\\.au-[A-Za-z0-9]*>, \"upload\", .*O_CREAT|O_EXCL" "$WORK/trace"
+}
 # syncs: "F D": how many fsync/fdatasync hit a file in $D (or the staged
 # file) and how many the directory $D itself.
 syncs() {
@@ -519,7 +522,7 @@ sftp -q -b "$WORK/batch" -D "$SFTP_SERVER -e -l INFO -t $WORK/open" >"$WORK/out"
 check "-t world-writable, not sticky: upload done beside the destination" \
     cmp -s "$UP" "$D/f"
 check "-t world-writable, not sticky: refused, and said so" \
-    grep -q "^stage \"$D/f\": .*world-writable" "$WORK/out"
+    grep -q "^stage \"$D/f\": .*writable by others without the sticky bit" "$WORK/out"
 check "-t world-writable, not sticky: nothing left there" entries "$WORK/open"
 
 # Staging off: a replaced file keeps its inode (written in place, as

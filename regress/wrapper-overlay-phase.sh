@@ -118,7 +118,10 @@ e2e_upload() {
 		[ -e "$DEST/big" ] && { early=yes; break; }
 		for pid in /proc/[0-9]*; do
 			[ "$(readlink "$pid/exe" 2>/dev/null)" = "$OURS" ] || continue
-			ls -l "$pid/fd" 2>/dev/null | grep -qF -- "-> $STAGE/" || continue
+			# An O_TMPFILE in the destination directory, or a
+			# file in a private directory in the staging one.
+			ls -l "$pid/fd" 2>/dev/null | grep -q -e "-> $DEST/#[0-9]* (deleted)" \
+			    -e "-> $STAGE/\.au-[A-Za-z0-9]*/upload" || continue
 			staged_by=${pid#/proc/}
 			[ -e "$DEST/big" ] && early=yes
 			break
@@ -127,7 +130,7 @@ e2e_upload() {
 		sleep 0.1
 	done
 	verbose "$label: staged file seen by poll $i, $(stat -c %s "$DEST/big" 2>/dev/null || echo no) destination"
-	check "(e2e $label) mid-upload: our scp holds a file in the staging dir $STAGE" \
+	check "(e2e $label) mid-upload: our scp holds a staged file (anonymous, or in $STAGE)" \
 	    test -n "$staged_by"
 	check "(e2e $label) mid-upload: nothing under the destination name" \
 	    test -z "$early"
