@@ -581,70 +581,113 @@ remove_private_dir(struct staged_file *sf, int has_inner)
 	sf->privname[0] = '\0';
 }
 
+#define ACL_DEFAULT_XATTR "system.posix_acl_default"
+
 /*
- * Does a file created in `dirfd` get something from the directory besides
- * the umask: a setgid group or a default ACL?  Then a named staged file
- * must be created there (in a private directory, which inherits both),
- * not in a staging directory elsewhere.
+ * Does a file created in directory `fd` get something from it besides
+ * the umask and the creator's ids: a setgid group or a default ACL?  When
+ * it cannot tell, yes.
  */
 static int
-dir_gives_inheritance(const struct staged_file *sf)
+dir_gives_inheritance(int fd, int readable)
 {
 	struct stat st;
 
-	if (fstat(sf->dirfd, &st) != 0 || (st.st_mode & S_ISGID))
+	if (fstat(fd, &st) != 0 || (st.st_mode & S_ISGID))
 		return 1;
 #ifdef HAVE_FGETXATTR
-	if (sf->dir_readable) {
-		if (fgetxattr(sf->dirfd, "system.posix_acl_default", NULL,
-		    0) >= 0)
+	{
+		char proc[64];
+		ssize_t n;
+
+		if (readable)
+			n = fgetxattr(fd, ACL_DEFAULT_XATTR, NULL, 0);
+		else {
+			/* A lookup-only (O_PATH) descriptor has no xattr
+			 * calls of its own; its /proc link has. */
+			snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+			n = getxattr(proc, ACL_DEFAULT_XATTR, NULL, 0);
+		}
+		if (n >= 0)
 			return 1;
 		return errno != ENODATA && errno != ENOTSUP &&
 		    errno != EOPNOTSUPP;
 	}
-	return 1;	/* cannot tell: let the kernel do it */
 #else
 	return 0;
 #endif
 }
 
 /*
+ * Where the staged file is created.  In the staging directory, if one is
+ * usable and the file comes out of it as it would out of the destination
+ * directory: a replacement takes the old file's metadata in any case; a
+ * new file only when neither directory gives it a group or an ACL.  Then
+ * the destination directory sees nothing of the upload, not even the
+ * inotify events of an anonymous file ("#inode").  Otherwise the
+ * destination directory, where the kernel gives the new file what open(2)
+ * would give it.
+ */
+static int
+creation_dir(const struct staged_file *sf)
+{
+	if (sf->stagedirfd < 0)
+		return sf->dirfd;
+	if (!sf->existed && (dir_gives_inheritance(sf->dirfd,
+	    sf->dir_readable) || dir_gives_inheritance(sf->stagedirfd, 0)))
+		return sf->dirfd;
+	return sf->stagedirfd;
+}
+
+static int
+tmpfile_unsupported(int e)
+{
+	/* Filesystems without O_TMPFILE say so in several ways. */
+	return e == EOPNOTSUPP || e == EISDIR || e == EINVAL || e == ENOENT ||
+	    e == ENOSYS;
+}
+
+/*
  * Create the staged file, with `mode` for the kernel to apply the umask
- * and default ACL to: an O_TMPFILE in the destination directory if the
- * filesystem allows it, else a file in a private directory, in the
- * staging directory or beside the destination.
+ * and default ACL to: an O_TMPFILE where the filesystem allows it, else a
+ * file in a private directory; in the staging directory or beside the
+ * destination (creation_dir()).
  */
 static int
 create_staged(struct staged_file *sf, mode_t mode)
 {
 	int fd, parent, r;
 
+	parent = creation_dir(sf);
+	/* The commit will put a name in the destination directory: the
+	 * kernel checks that now where the creation does not. */
+	if (parent != sf->dirfd &&
+	    faccessat(sf->dirfd, ".", W_OK | X_OK, AT_EACCESS) != 0)
+		return errno;
 #if defined(HAVE_DECL_O_TMPFILE) && HAVE_DECL_O_TMPFILE
 	if (!sf->no_tmpfile && proc_fd_available()) {
-		fd = openat(sf->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC,
-		    mode);
+		fd = openat(parent, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+		if (fd < 0 && parent != sf->dirfd &&
+		    !tmpfile_unsupported(errno)) {
+			/* The staging directory refuses us after all. */
+			sf->note = "cannot create in the staging directory; "
+			    "staging beside the destination";
+			parent = sf->dirfd;
+			fd = openat(parent, ".", O_TMPFILE | O_RDWR | O_CLOEXEC,
+			    mode);
+		}
 		if (fd >= 0) {
 			sf->fd = fd;
 			sf->method = STAGE_TMPFILE;
 			return 0;
 		}
-		/* Filesystems without O_TMPFILE say so in several ways;
-		 * anything else is the kernel refusing the creation. */
-		if (errno != EOPNOTSUPP && errno != EISDIR &&
-		    errno != EINVAL && errno != ENOENT && errno != ENOSYS)
-			return errno;
+		if (!tmpfile_unsupported(errno))
+			return errno;	/* the kernel refuses the creation */
 	}
 #endif
-	parent = sf->dirfd;
-	if (sf->stagedirfd >= 0 && (sf->existed || !dir_gives_inheritance(sf)))
-		parent = sf->stagedirfd;
-	if (parent != sf->dirfd &&
-	    faccessat(sf->dirfd, ".", W_OK | X_OK, AT_EACCESS) != 0)
-		return errno;	/* the commit could not put it there */
 	if ((r = make_private_dir(sf, parent)) != 0) {
 		if (parent == sf->dirfd)
 			return r;
-		/* The staging directory refuses us after all. */
 		sf->note = "cannot create in the staging directory; staging "
 		    "beside the destination";
 		if ((r = make_private_dir(sf, sf->dirfd)) != 0)

@@ -74,7 +74,9 @@ SHIM = E.get("FAULTSHIM_SO", "")
 ONLY = E.get("SECURITY_CASES", "").replace(",", " ").split()
 
 WCT = FXF_WRITE | FXF_CREAT | FXF_TRUNC
-TEMP_RE = re.compile(r"^\..*\.au-[A-Za-z0-9]{16}$")
+# Our private directories (".au-" + 16) and older named temporaries
+# ("." + a name prefix + ".au-" + 16).
+TEMP_RE = re.compile(r"^\.(.*\.)?au-[A-Za-z0-9]{16}$")
 MiB = 1 << 20
 START = time.time()
 

@@ -120,13 +120,14 @@ bg_as_user() {
 	    --reset-env -- env PATH=/usr/local/bin:/usr/bin:/bin "$@") &
 }
 # staging: a session process holds a staged file open:
-# an O_TMPFILE in the destination directory ("#inode (deleted)"), or a
+# an O_TMPFILE ("#inode (deleted)") in the destination or staging directory, or a
 # file in a private directory in the staging directory.
 staging() {
 	local p
 	for p in $(sessions); do
 		ls -l /proc/"$p"/fd 2>/dev/null |
-		    grep -q -e " $D/#[0-9]* (deleted)" -e " $STAGE/\.au-[A-Za-z0-9]*/upload" &&
+		    grep -q -e " $D/#[0-9]* (deleted)" -e " $STAGE/#[0-9]* (deleted)" \
+		    -e " $STAGE/\.au-[A-Za-z0-9]*/upload" &&
 		    return 0
 	done
 	return 1

@@ -2,11 +2,10 @@
 # The staging directories README.atomic recommends work for an ordinary
 # user: a shared root-owned directory of mode 1733 (others may create but
 # not list), and a per-user one through %u.  A new file is an anonymous
-# O_TMPFILE in its destination directory (where the kernel gives it its
-# mode, group and ACL); a replacement is renamed into place from a private
-# directory in the staging directory, and without O_TMPFILE the staged
-# file itself lives there - strace -y shows where - and each upload is
-# published with nothing left behind.  Both programs: sftp-server with -t,
+# O_TMPFILE there (the destination has no default ACL, no setgid bit); a
+# replacement is renamed into place from a private directory there, and
+# without O_TMPFILE the staged file itself lives in one - strace -y shows
+# where - and each upload is published with nothing left behind.  Both programs: sftp-server with -t,
 # and scp -t with ATOMIC_UPLOAD_TMPDIR (once scp is built).
 tid=t-install-staging
 . "${SRC:-$(cd "$(dirname "$0")/.." && pwd)}/regress/test-lib.sh"
@@ -58,8 +57,8 @@ sftp_put() {
 }
 
 sftp_put "$SHARED" a
-check "sftp-server -t DIR: a new file is an O_TMPFILE in its own directory" \
-    anonymous_in "$TRACE" "$DEST"
+check "sftp-server -t DIR: a new file is an O_TMPFILE there" \
+    anonymous_in "$TRACE" "$SHARED"
 sftp_put "$SHARED" a
 check "sftp-server -t DIR (1733, root's): a replacement is renamed from there" \
     staged_in "$TRACE" "$SHARED"
@@ -86,8 +85,8 @@ if [ -x "$SCP" ]; then
 		    >"$WORK/scp.out" 2>&1
 	}
 	scp_put "$SHARED" c
-	check "scp -t: a new file is an O_TMPFILE in its own directory" \
-	    anonymous_in "$TRACE" "$DEST"
+	check "scp -t: a new file is an O_TMPFILE there" \
+	    anonymous_in "$TRACE" "$SHARED"
 	scp_put "$SHARED" c
 	check "scp -t, ATOMIC_UPLOAD_TMPDIR=DIR (1733): a replacement is renamed from there" \
 	    staged_in "$TRACE" "$SHARED"

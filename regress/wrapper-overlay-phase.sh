@@ -118,9 +118,10 @@ e2e_upload() {
 		[ -e "$DEST/big" ] && { early=yes; break; }
 		for pid in /proc/[0-9]*; do
 			[ "$(readlink "$pid/exe" 2>/dev/null)" = "$OURS" ] || continue
-			# An O_TMPFILE in the destination directory, or a
+			# An O_TMPFILE in the destination or staging directory, or a
 			# file in a private directory in the staging one.
 			ls -l "$pid/fd" 2>/dev/null | grep -q -e "-> $DEST/#[0-9]* (deleted)" \
+			    -e "-> $STAGE/#[0-9]* (deleted)" \
 			    -e "-> $STAGE/\.au-[A-Za-z0-9]*/upload" || continue
 			staged_by=${pid#/proc/}
 			[ -e "$DEST/big" ] && early=yes
