@@ -58,6 +58,7 @@
 #include <unistd.h>
 
 #include "atomic-upload.h"
+#include "misc.h"
 
 #ifndef NAME_MAX
 # define NAME_MAX 255
@@ -262,43 +263,6 @@ stage_is_temp_name(const char *name)
 }
 
 /*
- * Split `path` into a directory part (into `dir`) and its last component.
- * "dir/", "." and ".." name a directory, and open(2) of them for writing
- * says EISDIR.
- */
-static int
-split_path(const char *path, char *dir, size_t dirlen, const char **basep)
-{
-	const char *slash, *base;
-	size_t dlen;
-
-	if (path[0] == '\0')
-		return ENOENT;
-	slash = strrchr(path, '/');
-	base = slash == NULL ? path : slash + 1;
-	if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
-		return EISDIR;
-	if (strlen(base) > NAME_MAX)
-		return ENAMETOOLONG;
-	if (slash == NULL)
-		dlen = 0;
-	else if (slash == path)
-		dlen = 1;
-	else
-		dlen = (size_t)(slash - path);
-	if (dlen >= dirlen)
-		return ENAMETOOLONG;
-	if (dlen == 0)
-		snprintf(dir, dirlen, ".");
-	else {
-		memcpy(dir, path, dlen);
-		dir[dlen] = '\0';
-	}
-	*basep = base;
-	return 0;
-}
-
-/*
  * Open a directory relative to `at`: for reading if we may (its fsync is
  * the durability of the rename), else only as a place to look names up in
  * (a write-only drop box, mode 1733, is still a place to upload to).
@@ -346,7 +310,7 @@ locate(const char *path, int follow, int *dirfdp, int *readablep,
 	*dirfdp = -1;
 	*existsp = 0;
 	*followedp = 0;
-	if ((r = split_path(path, dir, sizeof(dir), &b)) != 0)
+	if ((r = path_split(path, dir, sizeof(dir), &b)) != 0)
 		return r;
 	snprintf(base, sizeof(base), "%s", b);
 	if ((r = open_dir_at(AT_FDCWD, dir, &dfd, &readable)) != 0)
@@ -373,7 +337,7 @@ locate(const char *path, int follow, int *dirfdp, int *readablep,
 		}
 		link[n] = '\0';
 		*followedp = 1;
-		if ((r = split_path(link, dir, sizeof(dir), &b)) != 0)
+		if ((r = path_split(link, dir, sizeof(dir), &b)) != 0)
 			goto out;
 		snprintf(base, sizeof(base), "%s", b);
 		if ((r = open_dir_at(dfd, dir, &ndfd, &readable)) != 0)

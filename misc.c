@@ -3,12 +3,17 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "misc.h"
+
+#ifndef NAME_MAX
+# define NAME_MAX 255
+#endif
 
 int
 read_full(int fd, void *buf, size_t len, size_t *done)
@@ -99,4 +104,36 @@ sanitise_copy(char *dst, size_t len, const char *src)
 		dst[i] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
 	}
 	dst[i] = '\0';
+}
+
+int
+path_split(const char *path, char *dir, size_t dirlen, const char **basep)
+{
+	const char *slash, *base;
+	size_t dlen;
+
+	if (path[0] == '\0')
+		return ENOENT;
+	slash = strrchr(path, '/');
+	base = slash == NULL ? path : slash + 1;
+	if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
+		return EISDIR;
+	if (strlen(base) > NAME_MAX)
+		return ENAMETOOLONG;
+	if (slash == NULL)
+		dlen = 0;
+	else if (slash == path)
+		dlen = 1;
+	else
+		dlen = (size_t)(slash - path);
+	if (dlen + 2 > dirlen)
+		return ENAMETOOLONG;
+	if (dlen == 0)
+		memcpy(dir, ".", 2);
+	else {
+		memcpy(dir, path, dlen);
+		dir[dlen] = '\0';
+	}
+	*basep = base;
+	return 0;
 }

@@ -18,6 +18,15 @@ double monotime_double(void);
  * 0 or EINVAL / ERANGE. */
 int parse_u64(const char *s, unsigned long long *out);
 
+/*
+ * Split `path` into its directory part (copied to `dir`, "." when there is
+ * none) and its last component (*basep points into `path`).  EISDIR when
+ * there is no last component that open(2) could create ("dir/", ".",
+ * ".."), ENAMETOOLONG when a part does not fit.
+ */
+int path_split(const char *path, char *dir, size_t dirlen,
+    const char **basep);
+
 /* Replace non-printable bytes with '?' so peer-supplied text is safe to
  * print or log; writes at most `len` bytes including the NUL. */
 void sanitise_copy(char *dst, size_t len, const char *src);

@@ -489,32 +489,16 @@ dest_identity(const char *path, char *buf, size_t buflen, dev_t *dev,
     ino_t *ino, const char **base)
 {
 	struct stat st;
-	const char *slash, *b;
-	size_t dlen;
+	int r;
 
-	slash = strrchr(path, '/');
-	b = slash == NULL ? path : slash + 1;
-	if (*b == '\0' || strcmp(b, ".") == 0 || strcmp(b, "..") == 0)
-		return ENOENT;
-	if (slash == NULL)
-		dlen = 0;
-	else if (slash == path)
-		dlen = 1;
-	else
-		dlen = (size_t)(slash - path);
-	if (dlen >= buflen)
-		return ENAMETOOLONG;
-	if (dlen == 0)
-		snprintf(buf, buflen, ".");
-	else {
-		memcpy(buf, path, dlen);
-		buf[dlen] = '\0';
-	}
+	*dev = 0;
+	*ino = 0;
+	if ((r = path_split(path, buf, buflen, base)) != 0)
+		return r == EISDIR ? ENOENT : r;
 	if (stat(buf, &st) != 0)
 		return errno;
 	*dev = st.st_dev;
 	*ino = st.st_ino;
-	*base = b;
 	return 0;
 }
 

@@ -204,6 +204,36 @@ test_sanitise_copy(void)
 }
 
 static void
+test_path_split(void)
+{
+	char dir[16], name[300];
+	const char *base = NULL;
+
+	TEST_START("path_split: directory part and last component");
+	ASSERT_INT_EQ(path_split("a/b/c.txt", dir, sizeof(dir), &base), 0);
+	ASSERT_STR_EQ(dir, "a/b");
+	ASSERT_STR_EQ(base, "c.txt");
+	ASSERT_INT_EQ(path_split("c.txt", dir, sizeof(dir), &base), 0);
+	ASSERT_STR_EQ(dir, ".");
+	ASSERT_STR_EQ(base, "c.txt");
+	ASSERT_INT_EQ(path_split("/c", dir, sizeof(dir), &base), 0);
+	ASSERT_STR_EQ(dir, "/");
+	ASSERT_STR_EQ(base, "c");
+	/* What open(2) of these for creation calls a directory. */
+	ASSERT_INT_EQ(path_split("a/", dir, sizeof(dir), &base), EISDIR);
+	ASSERT_INT_EQ(path_split("a/..", dir, sizeof(dir), &base), EISDIR);
+	ASSERT_INT_EQ(path_split(".", dir, sizeof(dir), &base), EISDIR);
+	ASSERT_INT_EQ(path_split("", dir, sizeof(dir), &base), ENOENT);
+	/* Too long for the buffer, or for a name. */
+	ASSERT_INT_EQ(path_split("0123456789abcdef/x", dir, sizeof(dir),
+	    &base), ENAMETOOLONG);
+	memset(name, 'n', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	ASSERT_INT_EQ(path_split(name, dir, sizeof(dir), &base), ENAMETOOLONG);
+	TEST_DONE();
+}
+
+static void
 test_monotime(void)
 {
 	double a, b;
@@ -394,6 +424,8 @@ main(int argc, char **argv)
 		test_parse_u64();
 	if (test_wanted("sanitise_copy"))
 		test_sanitise_copy();
+	if (test_wanted("path_split"))
+		test_path_split();
 	if (test_wanted("monotime"))
 		test_monotime();
 	if (test_wanted("log_parse_level"))
