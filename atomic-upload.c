@@ -926,16 +926,6 @@ copy_existing(int src, int dst, off_t limit)
 	return 0;
 }
 
-static int
-set_append(int fd)
-{
-	int fl = fcntl(fd, F_GETFL);
-
-	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_APPEND) != 0)
-		return errno;
-	return 0;
-}
-
 /*
  * A modification's first change: the staged file takes the old file's
  * metadata as it is now (a chmod through the handle went to the old file
@@ -954,8 +944,7 @@ materialise(struct staged_file *sf, off_t limit)
 	if (fstat(sf->oldfd, &st) != 0)
 		r = errno;
 	else if ((r = take_old_metadata(sf, &st, &refused)) == 0 &&
-	    (r = copy_existing(sf->srcfd, sf->fd, limit)) == 0 &&
-	    (!sf->append || (r = set_append(sf->fd)) == 0)) {
+	    (r = copy_existing(sf->srcfd, sf->fd, limit)) == 0) {
 		sf->lazy = 0;
 		sf->changed = 1;
 		return 0;
@@ -1317,9 +1306,6 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 			goto out;
 		sf->changed = 1;
 	}
-	if (sf->method != STAGE_DIRECT && sf->changed && sf->append &&
-	    (r = set_append(sf->fd)) != 0)
-		goto out;
  out:
 	if (probe >= 0)
 		close(probe);
@@ -1420,10 +1406,25 @@ stage_write(struct staged_file *sf, const void *buf, size_t len, off_t off)
 			sf->write_error = r;
 		return r;
 	}
+	/* O_APPEND: at the end.  A staged file is ours alone, so its end is
+	 * its size (it is never opened O_APPEND: Linux's pwrite would then
+	 * append for every writer); a file written in place has the
+	 * kernel's O_APPEND, as stock's has. */
+	if (sf->append && sf->method != STAGE_DIRECT) {
+		struct stat st;
+
+		if (fstat(sf->fd, &st) != 0) {
+			r = errno;
+			if (sf->write_error == 0)
+				sf->write_error = r;
+			return r;
+		}
+		off = st.st_size;
+	}
 	while (done < len) {
 		/* The kernel clears set-id bits on this write as it would
 		 * on stock's: the staged file already has the old mode. */
-		if (sf->append)
+		if (sf->append && sf->method == STAGE_DIRECT)
 			n = write(sf->fd, p + done, len - done);
 		else
 			n = pwrite(sf->fd, p + done, len - done,
@@ -1443,8 +1444,7 @@ stage_write(struct staged_file *sf, const void *buf, size_t len, off_t off)
 		}
 		done += (size_t)n;
 	}
-	if (!sf->append)
-		write_behind(sf, off + (off_t)len);
+	write_behind(sf, off + (off_t)len);
 	return 0;
 }
 
