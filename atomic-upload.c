@@ -114,7 +114,6 @@ struct staged_file {
 
 	int excl;
 	int existed;		/* destination existed at open */
-	int append;
 	int lazy;		/* modification: old data not copied yet */
 	int changed;		/* there is something to publish */
 	int write_error;	/* first failed write: commit must fail */
@@ -131,6 +130,8 @@ struct staged_file {
 	double start;
 	const char *note;
 };
+
+static int rename_noreplace(int, const char *, int, const char *);
 
 static struct staged_file *live_stagings;
 static int live_count;
@@ -1170,7 +1171,6 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 	sf->no_close_event = opts->no_close_event;
 	sf->no_tmpfile = opts->no_tmpfile;
 	sf->excl = (oflags & O_CREAT) && (oflags & O_EXCL);
-	sf->append = (oflags & O_APPEND) != 0;
 	mode &= 07777;
 	if (snprintf(sf->path, sizeof(sf->path), "%s", path) >=
 	    (int)sizeof(sf->path)) {
@@ -1391,8 +1391,10 @@ write_behind(struct staged_file *sf, off_t end)
 }
 
 
-int
-stage_write(struct staged_file *sf, const void *buf, size_t len, off_t off)
+/* Write `len` bytes at `off`, or at the end (`at_end`). */
+static int
+write_data(struct staged_file *sf, const void *buf, size_t len, off_t off,
+    int at_end)
 {
 	const char *p = buf;
 	size_t done = 0;
@@ -1406,11 +1408,11 @@ stage_write(struct staged_file *sf, const void *buf, size_t len, off_t off)
 			sf->write_error = r;
 		return r;
 	}
-	/* O_APPEND: at the end.  A staged file is ours alone, so its end is
-	 * its size (it is never opened O_APPEND: Linux's pwrite would then
-	 * append for every writer); a file written in place has the
+	/* At the end: a staged file is ours alone, so its end is its size
+	 * (it is never opened O_APPEND: Linux's pwrite would then append
+	 * for every handle sharing it); a file written in place has the
 	 * kernel's O_APPEND, as stock's has. */
-	if (sf->append && sf->method != STAGE_DIRECT) {
+	if (at_end && sf->method != STAGE_DIRECT) {
 		struct stat st;
 
 		if (fstat(sf->fd, &st) != 0) {
@@ -1424,7 +1426,7 @@ stage_write(struct staged_file *sf, const void *buf, size_t len, off_t off)
 	while (done < len) {
 		/* The kernel clears set-id bits on this write as it would
 		 * on stock's: the staged file already has the old mode. */
-		if (sf->append && sf->method == STAGE_DIRECT)
+		if (at_end && sf->method == STAGE_DIRECT)
 			n = write(sf->fd, p + done, len - done);
 		else
 			n = pwrite(sf->fd, p + done, len - done,
@@ -1446,6 +1448,18 @@ stage_write(struct staged_file *sf, const void *buf, size_t len, off_t off)
 	}
 	write_behind(sf, off + (off_t)len);
 	return 0;
+}
+
+int
+stage_write(struct staged_file *sf, const void *buf, size_t len, off_t off)
+{
+	return write_data(sf, buf, len, off, 0);
+}
+
+int
+stage_append(struct staged_file *sf, const void *buf, size_t len)
+{
+	return write_data(sf, buf, len, 0, 1);
 }
 
 void
@@ -1517,7 +1531,155 @@ stage_fstat(const struct staged_file *sf, struct stat *st)
 {
 	if (sf->aborted)
 		return EBADF;
-	return fstat(content_fd(sf), st) == 0 ? 0 : errno;
+	if (fstat(content_fd(sf), st) != 0)
+		return errno;
+	/* An anonymous staged file has no link yet; published, it has. */
+	if (st->st_nlink == 0)
+		st->st_nlink = 1;
+	return 0;
+}
+
+int
+stage_dest(const struct staged_file *sf, dev_t *dev, ino_t *ino,
+    const char **name)
+{
+	struct stat st;
+
+	if (sf->dirfd < 0)
+		return ENOENT;	/* staging off: the name is the file */
+	if (fstat(sf->dirfd, &st) != 0)
+		return errno;
+	*dev = st.st_dev;
+	*ino = st.st_ino;
+	*name = sf->name;
+	return 0;
+}
+
+int
+stage_access(const struct staged_file *sf, int amode)
+{
+	if (sf->aborted)
+		return EBADF;
+	return faccessat(content_fd(sf), "", amode,
+	    AT_EMPTY_PATH | AT_EACCESS) == 0 ? 0 : errno;
+}
+
+int
+stage_reopen(const struct staged_file *sf, int oflags, int *fdp)
+{
+	char proc[64];
+	int fd;
+
+	if (sf->aborted)
+		return EBADF;
+	oflags = (oflags & O_ACCMODE) | O_NOCTTY | O_CLOEXEC;
+	if (!sf->lazy && sf->privfd >= 0)
+		fd = openat(sf->privfd, INNER_NAME, oflags | O_NOFOLLOW);
+	else {
+		/* The kernel checks the access against the inode. */
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d",
+		    content_fd(sf));
+		fd = open(proc, oflags);
+	}
+	if (fd < 0)
+		return errno;
+	*fdp = fd;
+	return 0;
+}
+
+/* Remove the old file's name if it still names the old file. */
+static int
+unlink_old_name(struct staged_file *sf)
+{
+	struct stat a, b;
+
+	if (!sf->existed || sf->oldfd < 0)
+		return 0;
+	if (fstat(sf->oldfd, &a) != 0)
+		return errno;
+	if (fstatat(sf->dirfd, sf->name, &b, AT_SYMLINK_NOFOLLOW) != 0)
+		return errno == ENOENT ? 0 : errno;
+	if (a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+		return 0;	/* somebody else's file by now */
+	if (unlinkat(sf->dirfd, sf->name, 0) != 0)
+		return errno;
+	sf->existed = 0;
+	return 0;
+}
+
+int
+stage_unlink_old(struct staged_file *sf)
+{
+	if (sf->aborted)
+		return EBADF;
+	if (sf->method == STAGE_DIRECT)
+		return EINVAL;
+	if (!sf->existed)
+		/* Only ever in our hands: the kernel would let us unlink it
+		 * where we may write the directory. */
+		return faccessat(sf->dirfd, ".", W_OK | X_OK, AT_EACCESS) == 0 ?
+		    0 : errno;
+	return unlink_old_name(sf);
+}
+
+int
+stage_retarget(struct staged_file *sf, const char *newpath, int replace)
+{
+	char name[NAME_MAX + 1];
+	struct stat st;
+	int dirfd = -1, readable = 0, exists = 0, followed = 0, r;
+
+	if (sf->aborted)
+		return EBADF;
+	if (sf->method == STAGE_DIRECT)
+		return EINVAL;
+	/* rename(2) replaces a final symlink, it does not follow it. */
+	if ((r = locate(newpath, 0, &dirfd, &readable, name, sizeof(name),
+	    &st, &exists, &followed)) != 0)
+		return r;
+	if (exists && !replace) {
+		r = EEXIST;
+		goto out;
+	}
+	if (exists && S_ISDIR(st.st_mode)) {
+		r = EISDIR;
+		goto out;
+	}
+	if (!same_mount(dirfd, sf->fd)) {
+		r = EXDEV;
+		goto out;
+	}
+	if (faccessat(dirfd, ".", W_OK | X_OK, AT_EACCESS) != 0) {
+		r = errno;
+		goto out;
+	}
+	if (sf->lazy) {
+		/* Nothing changed yet: the content is the old file, under
+		 * its old name.  Rename it, as stock's rename would. */
+		if (replace)
+			r = renameat(sf->dirfd, sf->name, dirfd, name) == 0 ?
+			    0 : errno;
+		else
+			r = rename_noreplace(sf->dirfd, sf->name, dirfd, name);
+		if (r != 0)
+			goto out;
+	} else if ((r = unlink_old_name(sf)) != 0)
+		goto out;
+	close(sf->dirfd);
+	sf->dirfd = dirfd;
+	sf->dir_readable = readable;
+	dirfd = -1;
+	snprintf(sf->name, sizeof(sf->name), "%s", name);
+	if (snprintf(sf->path, sizeof(sf->path), "%s", newpath) >=
+	    (int)sizeof(sf->path))
+		sf->path[sizeof(sf->path) - 1] = '\0';
+	/* Published by replacing whatever is at the new name then; an
+	 * exclusive open's promise was about the old name. */
+	sf->excl = 0;
+ out:
+	if (dirfd >= 0)
+		close(dirfd);
+	return r;
 }
 
 static int

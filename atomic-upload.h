@@ -104,8 +104,7 @@ enum stage_method stage_method(const struct staged_file *sf);
 const char *stage_note(const struct staged_file *sf);
 
 /*
- * Write `len` bytes at `off` (at the end of file for O_APPEND handles,
- * `off` ignored),
+ * Write `len` bytes at `off`,
  * retrying short writes and EINTR.  Prefer this to pwrite(stage_fd()):
  * with durability on it starts write-back of completed ranges while the
  * transfer goes on, so the fsync at commit has little left to do and the
@@ -113,6 +112,9 @@ const char *stage_note(const struct staged_file *sf);
  */
 int stage_write(struct staged_file *sf, const void *buf, size_t len,
     off_t off);
+
+/* The same at the end of the file: an O_APPEND handle's write. */
+int stage_append(struct staged_file *sf, const void *buf, size_t len);
 
 /* The client declared the final size: commit only if the staged length
  * equals it, else abort (a cancelled upload must not publish a prefix). */
@@ -132,6 +134,41 @@ int stage_futimens(struct staged_file *sf, const struct timespec ts[2]);
 /* A change of size is a change of data: it makes a modification stage. */
 int stage_ftruncate(struct staged_file *sf, off_t size);
 int stage_fstat(const struct staged_file *sf, struct stat *st);
+
+/*
+ * The upload as its own session sees it (DESIGN.md 11): the destination's
+ * identity (its directory's device and inode, and its name there once
+ * final symlinks were followed), for matching the names of later
+ * requests against it.
+ */
+int stage_dest(const struct staged_file *sf, dev_t *dev, ino_t *ino,
+    const char **name);
+
+/* May the caller open the staged file with this access (R_OK, W_OK)?  The
+ * kernel's answer for the staged file, which has the final owner and
+ * mode: what it would answer for stock's file. */
+int stage_access(const struct staged_file *sf, int amode);
+
+/* Another descriptor on the staged data, opened `oflags` (O_RDONLY), for
+ * a reader in the same session; the kernel checks the access. */
+int stage_reopen(const struct staged_file *sf, int oflags, int *fdp);
+
+/*
+ * The session renames its upload (an editor's or rsync's temporary name,
+ * renamed over the real one): the upload will be published at `newpath`
+ * instead.  With `replace` 0, EEXIST if that name exists now.  EXDEV to
+ * another filesystem, and the kernel's EACCES where the new directory may
+ * not be written, as rename(2).  A file being replaced loses its old name
+ * now, as a rename would take it away.
+ */
+int stage_retarget(struct staged_file *sf, const char *newpath, int replace);
+
+/*
+ * The session removes the name of its upload: the file being replaced, if
+ * any, is unlinked now, as stock's would be (the kernel decides whether
+ * it may); the caller then aborts the staging instead of committing it.
+ */
+int stage_unlink_old(struct staged_file *sf);
 
 /* fsync the staged data now (fsync@openssh.com on a staged handle). */
 int stage_fsync(struct staged_file *sf);

@@ -83,21 +83,33 @@ struct handle {
 	int fd;				/* plain file, -1 when staged */
 	DIR *dir;
 	struct staged_file *sf;		/* opened for writing: staged */
+	struct upload *up;		/* ... the upload it shares */
 	int can_read;
 	int can_write;
 	int append;
-	/* A write failed (its errno): the data is incomplete and must
-	 * never be published, whatever CLOSE says. */
-	int write_error;
-	/* Identity of the destination, so that a SETSTAT by name reaches
-	 * an upload in flight instead of the file it will replace. */
-	int have_dest;
-	dev_t dest_dev;
-	ino_t dest_ino;
-	const char *dest_base;		/* points into path */
+	int dir_listed_uploads;		/* HANDLE_DIR: uploads listed */
 	uint64_t bytes_read;
 	uint64_t bytes_written;
 	unsigned int next_free;
+};
+
+/*
+ * An upload in flight: one staging, shared by every handle of this
+ * session that opened its destination for writing, and published at the
+ * last CLOSE (DESIGN.md 11).  The session sees its own upload: STAT,
+ * OPEN, listings, SETSTAT, RENAME and REMOVE of the name act on it, not on
+ * the file it will replace.  Other sessions see the previous file or
+ * nothing until the commit.
+ */
+struct upload {
+	struct staged_file *sf;
+	unsigned int refs;		/* handles sharing it */
+	int removed;			/* its name was removed: publish
+					 * nothing */
+	/* A write failed (its errno): the data is incomplete and must
+	 * never be published, whatever CLOSE says. */
+	int write_error;
+	struct upload *next;
 };
 
 struct name_cache_entry {
@@ -127,7 +139,8 @@ struct sftp_session {
 	struct handle *handles;
 	unsigned int nslots;		/* allocated entries */
 	unsigned int nopen;		/* in use */
-	unsigned int nstaged;		/* in use with a staged file */
+	struct upload *uploads;		/* in flight */
+	unsigned int nuploads;
 	unsigned int free_head;	/* free slots, LIFO; nslots: none */
 
 	u_char *copybuf;
@@ -434,8 +447,6 @@ handle_release(struct sftp_session *s, unsigned int idx)
 {
 	struct handle *h = &s->handles[idx];
 
-	if (h->sf != NULL)
-		s->nstaged--;
 	free(h->path);
 	memset(h, 0, sizeof(*h));
 	h->fd = -1;
@@ -570,13 +581,140 @@ staged_failure_text(const struct stage_report *rep, char *buf, size_t len)
 	return buf;
 }
 
+/* Uploads in flight */
+
+/* The session's upload whose destination is directory (dev, ino), name
+ * `name`; NULL if none.  A removed one has no name any more. */
+static struct upload *
+upload_at(const struct sftp_session *s, dev_t dev, ino_t ino,
+    const char *name)
+{
+	struct upload *up;
+	const char *uname;
+	dev_t udev;
+	ino_t uino;
+
+	for (up = s->uploads; up != NULL; up = up->next) {
+		if (up->removed || stage_method(up->sf) == STAGE_DIRECT)
+			continue;
+		if (stage_dest(up->sf, &udev, &uino, &uname) == 0 &&
+		    udev == dev && uino == ino && strcmp(uname, name) == 0)
+			return up;
+	}
+	return NULL;
+}
+
+/* The session's upload that `path` names, or NULL. */
+static struct upload *
+upload_find(const struct sftp_session *s, const char *path)
+{
+	char dir[PATH_MAX];
+	const char *base;
+	dev_t dev;
+	ino_t ino;
+
+	if (s->uploads == NULL ||
+	    dest_identity(path, dir, sizeof(dir), &dev, &ino, &base) != 0)
+		return NULL;
+	return upload_at(s, dev, ino, base);
+}
+
+static int
+upload_new(struct sftp_session *s, struct staged_file *sf,
+    struct upload **upp)
+{
+	struct upload *up;
+
+	if ((up = calloc(1, sizeof(*up))) == NULL)
+		return ENOMEM;
+	up->sf = sf;
+	up->refs = 1;
+	up->next = s->uploads;
+	s->uploads = up;
+	s->nuploads++;
+	*upp = up;
+	return 0;
+}
+
+/*
+ * A handle lets go of its upload.  The last one publishes it, or abandons
+ * it: with `reason` (a forced close), when its name was removed, when a
+ * write failed.  Returns 0 or the errno for the CLOSE's status, with a
+ * message in `text` for a failed commit (*msgp).
+ */
+static int
+upload_drop(struct sftp_session *s, struct handle *h, const char *reason,
+    char *text, size_t textlen, const char **msgp)
+{
+	struct upload *up = h->up, **pp;
+	struct stage_report rep;
+	int r = 0;
+
+	h->up = NULL;
+	h->sf = NULL;
+	if (up == NULL || --up->refs > 0)
+		return 0;
+	for (pp = &s->uploads; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == up) {
+			*pp = up->next;
+			break;
+		}
+	}
+	s->nuploads--;
+	if (reason != NULL) {
+		stage_abort(up->sf, reason, &rep);
+		log_stage(&rep, 0);
+	} else if (up->removed) {
+		/* As stock's file, unlinked while open: gone at close. */
+		stage_abort(up->sf, "its name was removed before the close",
+		    &rep);
+		log_stage(&rep, 0);
+	} else if (up->write_error != 0) {
+		snprintf(text, textlen, "write failed: %s",
+		    strerror(up->write_error));
+		stage_abort(up->sf, text, &rep);
+		log_stage(&rep, 0);
+		r = ERR_FAILURE;
+	} else {
+		r = stage_commit(up->sf, &rep);
+		log_stage(&rep, r == 0);
+		if (r != 0)
+			*msgp = staged_failure_text(&rep, text, textlen);
+	}
+	free(up);
+	return r;
+}
+
+/*
+ * A second OPEN for writing of a name this session is uploading shares
+ * the upload, as a second open(2) of stock's file shares its inode.  The
+ * kernel decides the access against the staged file, which has the final
+ * owner and mode.
+ */
+static int
+upload_share(struct upload *up, int oflags)
+{
+	int r;
+
+	if ((oflags & O_CREAT) && (oflags & O_EXCL))
+		return EEXIST;
+	if ((r = stage_access(up->sf, (oflags & O_ACCMODE) == O_RDWR ?
+	    R_OK | W_OK : W_OK)) != 0)
+		return r;
+	if ((oflags & O_TRUNC) && (r = stage_ftruncate(up->sf, 0)) != 0)
+		return r;
+	up->refs++;
+	return 0;
+}
+
 /* Close a handle at the end of the session, as stock's "forced close". */
 static void
 handle_force_close(struct sftp_session *s, unsigned int idx,
     const char *reason)
 {
 	struct handle *h = &s->handles[idx];
-	struct stage_report rep;
+	const char *msg = NULL;
+	char text[320];
 
 	if (h->kind == HANDLE_DIR) {
 		logit("forced closedir \"%s\"", h->path);
@@ -585,10 +723,10 @@ handle_force_close(struct sftp_session *s, unsigned int idx,
 		logit("forced close \"%s\" bytes read %llu written %llu",
 		    h->path, (unsigned long long)h->bytes_read,
 		    (unsigned long long)h->bytes_written);
-		if (h->sf != NULL) {
-			stage_abort(h->sf, reason, &rep);
-			log_stage(&rep, 0);
-		} else if (h->fd >= 0)
+		if (h->up != NULL)
+			(void)upload_drop(s, h, reason, text, sizeof(text),
+			    &msg);
+		else if (h->fd >= 0)
 			close(h->fd);
 	}
 	handle_release(s, idx);
@@ -920,24 +1058,25 @@ set_times_path(const char *path, const struct sftp_attrs *a, int flags)
 /* fsetstat and SETSTAT of an upload in flight: stock's order (size, mode,
  * times, owner), every change tried, the last error reported. */
 static int
-set_attrs_handle(struct handle *h, const struct sftp_attrs *a)
+set_attrs_file(const char *path, struct staged_file *sf, int fd,
+    const struct sftp_attrs *a)
 {
 	struct timespec ts[2];
-	int r = 0, fd = handle_fd(h), e;
+	int r = 0, e;
 
-	log_set_lines(h->path, a);
+	log_set_lines(path, a);
 	if (a->flags & SSH2_FILEXFER_ATTR_SIZE) {
 		if (a->size > INT64_MAX)
 			r = EINVAL;
-		else if (h->sf != NULL) {
-			if ((e = stage_ftruncate(h->sf, (off_t)a->size)) != 0)
+		else if (sf != NULL) {
+			if ((e = stage_ftruncate(sf, (off_t)a->size)) != 0)
 				r = e;
 		} else if (ftruncate(fd, (off_t)a->size) != 0)
 			r = errno;
 	}
 	if (a->flags & SSH2_FILEXFER_ATTR_PERMISSIONS) {
-		if (h->sf != NULL) {
-			if ((e = stage_fchmod(h->sf, a->perm & 07777)) != 0)
+		if (sf != NULL) {
+			if ((e = stage_fchmod(sf, a->perm & 07777)) != 0)
 				r = e;
 		} else if (fchmod(fd, a->perm & 07777) != 0)
 			r = errno;
@@ -947,15 +1086,15 @@ set_attrs_handle(struct handle *h, const struct sftp_attrs *a)
 		ts[0].tv_nsec = 0;
 		ts[1].tv_sec = (time_t)a->mtime;
 		ts[1].tv_nsec = 0;
-		if (h->sf != NULL) {
-			if ((e = stage_futimens(h->sf, ts)) != 0)
+		if (sf != NULL) {
+			if ((e = stage_futimens(sf, ts)) != 0)
 				r = e;
 		} else if (futimens(fd, ts) != 0)
 			r = errno;
 	}
 	if (a->flags & SSH2_FILEXFER_ATTR_UIDGID) {
-		if (h->sf != NULL) {
-			if ((e = stage_fchown(h->sf, (uid_t)a->uid,
+		if (sf != NULL) {
+			if ((e = stage_fchown(sf, (uid_t)a->uid,
 			    (gid_t)a->gid)) != 0)
 				r = e;
 		} else if (fchown(fd, (uid_t)a->uid, (gid_t)a->gid) != 0)
@@ -973,30 +1112,21 @@ static int
 set_attrs_staged(struct sftp_session *s, const char *path,
     const struct sftp_attrs *a, int *rp)
 {
-	const char *base;
-	dev_t dev;
-	ino_t ino;
-	unsigned int i;
-	int r, matched = 0;
+	struct upload *up;
 
 	*rp = 0;
-	if (s->nstaged == 0 ||
-	    dest_identity(path, s->scratch, sizeof(s->scratch), &dev, &ino,
-	    &base) != 0)
+	if ((up = upload_find(s, path)) == NULL)
 		return 0;
-	for (i = 0; i < s->nslots; i++) {
-		struct handle *h = &s->handles[i];
+	debug("setstat \"%s\": applied to the upload in flight", path);
+	*rp = set_attrs_file(path, up->sf, -1, a);
+	return 1;
+}
 
-		if (h->kind != HANDLE_FILE || h->sf == NULL || !h->have_dest ||
-		    h->dest_dev != dev || h->dest_ino != ino ||
-		    strcmp(h->dest_base, base) != 0)
-			continue;
-		debug("setstat \"%s\": applied to the upload in flight", path);
-		if ((r = set_attrs_handle(h, a)) != 0)
-			*rp = r;
-		matched = 1;
-	}
-	return matched;
+/* fsetstat: of the file, or of the upload the handle shares. */
+static int
+set_attrs_handle(struct handle *h, const struct sftp_attrs *a)
+{
+	return set_attrs_file(h->path, h->sf, h->fd, a);
 }
 
 static int
@@ -1035,6 +1165,7 @@ process_open(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 {
 	struct sftp_attrs a;
 	struct staged_file *sf = NULL;
+	struct upload *shared;
 	struct handle *h;
 	char flagstr[64];
 	const char *note;
@@ -1075,7 +1206,13 @@ process_open(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	if (s->max_handles != 0 && s->nopen >= s->max_handles)
 		return EMFILE;
 
-	if (pflags & SSH2_FXF_WRITE) {
+	shared = upload_find(s, s->path1);
+	if ((pflags & SSH2_FXF_WRITE) && shared != NULL) {
+		if ((r = upload_share(shared, oflags)) != 0)
+			return r;
+		debug("open \"%s\": shares the upload in flight", s->path1);
+	} else if (pflags & SSH2_FXF_WRITE) {
+		shared = NULL;
 		if ((r = stage_open(&s->stage, s->path1, oflags, mode,
 		    &sf)) != 0)
 			return r;
@@ -1084,6 +1221,11 @@ process_open(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		if ((a.flags & SSH2_FILEXFER_ATTR_SIZE) &&
 		    a.size <= INT64_MAX)
 			stage_expect_size(sf, (off_t)a.size);
+	} else if (shared != NULL) {
+		/* A reader of the session's own upload reads the upload. */
+		if ((r = stage_reopen(shared->sf, O_RDONLY, &fd)) != 0)
+			return r;
+		shared = NULL;
 	} else {
 		/* Without write access nothing is uploaded: an O_TRUNC or
 		 * O_CREAT alone leaves an empty file at once, as stock. */
@@ -1099,22 +1241,24 @@ process_open(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		r = ENOMEM;
 		goto out;
 	}
+	if (sf != NULL && (r = upload_new(s, sf, &shared)) != 0) {
+		handle_release(s, idx);
+		goto out;
+	}
 	h->kind = HANDLE_FILE;
 	h->fd = fd;
-	h->sf = sf;
+	h->up = shared;
+	h->sf = shared != NULL ? shared->sf : NULL;
 	h->can_read = (pflags & SSH2_FXF_READ) || !(pflags & SSH2_FXF_WRITE);
 	h->can_write = (pflags & SSH2_FXF_WRITE) != 0;
 	h->append = (pflags & SSH2_FXF_APPEND) != 0;
-	if (sf != NULL) {
-		s->nstaged++;
-		h->have_dest = dest_identity(h->path, s->scratch,
-		    sizeof(s->scratch), &h->dest_dev, &h->dest_ino,
-		    &h->dest_base) == 0;
-	}
 	fd = -1;
 	sf = NULL;
+	shared = NULL;
 	r = send_handle(s, id, idx);
  out:
+	if (shared != NULL)
+		shared->refs--;		/* the share that was not made */
 	if (sf != NULL) {
 		struct stage_report rep;
 
@@ -1129,7 +1273,6 @@ process_open(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 static int
 process_close(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 {
-	struct stage_report rep;
 	struct handle *h;
 	char text[320];
 	const char *msgtext = NULL;
@@ -1145,23 +1288,13 @@ process_close(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		handle_release(s, idx);
 		return send_status(s, id, r);
 	}
-	if (h->sf != NULL) {
-		/* The commit point: publish, then answer. */
-		if (h->write_error != 0) {
-			snprintf(text, sizeof(text), "write failed: %s",
-			    strerror(h->write_error));
-			stage_abort(h->sf, text, &rep);
-			r = ERR_FAILURE;
-		} else
-			r = stage_commit(h->sf, &rep);
-		h->sf = NULL;
-		s->nstaged--;
+	if (h->up != NULL) {
+		/* The commit point, at the last handle's close: publish,
+		 * then answer. */
 		logit("close \"%s\" bytes read %llu written %llu", h->path,
 		    (unsigned long long)h->bytes_read,
 		    (unsigned long long)h->bytes_written);
-		log_stage(&rep, r == 0);
-		if (r != 0)
-			msgtext = staged_failure_text(&rep, text, sizeof(text));
+		r = upload_drop(s, h, NULL, text, sizeof(text), &msgtext);
 	} else {
 		logit("close \"%s\" bytes read %llu written %llu", h->path,
 		    (unsigned long long)h->bytes_read,
@@ -1243,7 +1376,8 @@ handle_write(struct handle *h, const u_char *buf, size_t len, uint64_t off)
 	ssize_t n;
 
 	if (h->sf != NULL)
-		return stage_write(h->sf, buf, len, (off_t)off);
+		return h->append ? stage_append(h->sf, buf, len) :
+		    stage_write(h->sf, buf, len, (off_t)off);
 	while (done < len) {
 		if (h->append)
 			n = write(h->fd, buf + done, len - done);
@@ -1285,19 +1419,19 @@ process_write(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		error("write \"%s\": %s", h->path, strerror(EBADF));
 		return EBADF;
 	}
-	if (h->write_error != 0)
+	if (h->up != NULL && h->up->write_error != 0)
 		return ERR_FAILURE;
 	if (off > INT64_MAX || len > INT64_MAX - off) {
 		/* Refused data is missing data: the upload may not commit. */
-		if (h->sf != NULL)
-			h->write_error = EINVAL;
+		if (h->up != NULL)
+			h->up->write_error = EINVAL;
 		return EINVAL;
 	}
 	/* The data goes from the input buffer to the file: no copy. */
 	if ((r = handle_write(h, data, len, off)) != 0) {
 		error("write \"%s\": %s", h->path, strerror(r));
-		if (h->sf != NULL)
-			h->write_error = r;
+		if (h->up != NULL)
+			h->up->write_error = r;
 		return r;
 	}
 	h->bytes_written += len;
@@ -1308,6 +1442,7 @@ static int
 do_stat(struct sftp_session *s, uint32_t id, struct sftp_buf *msg,
     int follow)
 {
+	struct upload *up;
 	struct stat st;
 	int r;
 
@@ -1315,7 +1450,10 @@ do_stat(struct sftp_session *s, uint32_t id, struct sftp_buf *msg,
 		return r;
 	debug3("request %u: %sstat", id, follow ? "" : "l");
 	verbose("%sstat name \"%s\"", follow ? "" : "l", s->path1);
-	if ((follow ? stat(s->path1, &st) : lstat(s->path1, &st)) != 0)
+	if ((up = upload_find(s, s->path1)) != NULL) {
+		if ((r = stage_fstat(up->sf, &st)) != 0)
+			return r;
+	} else if ((follow ? stat(s->path1, &st) : lstat(s->path1, &st)) != 0)
 		return errno;
 	return send_attrs(s, id, &st);
 }
@@ -1431,18 +1569,62 @@ process_opendir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	return send_handle(s, id, idx);
 }
 
+/* One entry of a NAME reply to READDIR: name, long name, attributes. */
+static int
+put_dir_entry(struct sftp_session *s, const char *name, const struct stat *st,
+    time_t now)
+{
+	struct sftp_attrs a;
+	char *lname = s->scratch;
+	int r;
+
+	long_name(s, name, st, now, lname, sizeof(s->scratch));
+	sftp_attrs_from_stat(&a, st);
+	if ((r = sftp_put_cstring(&s->out, name)) != 0 ||
+	    (r = sftp_put_cstring(&s->out, lname)) != 0 ||
+	    (r = sftp_put_attrs(&s->out, &a)) != 0)
+		return r;
+	return 0;
+}
+
+/* The session's new uploads into the listed directory, which the
+ * directory itself does not show yet. */
+static int
+put_new_uploads(struct sftp_session *s, int dfd, const struct stat *dst,
+    time_t now, uint32_t *countp)
+{
+	struct upload *up;
+	struct stat st;
+	const char *name;
+	dev_t dev;
+	ino_t ino;
+	int r;
+
+	for (up = s->uploads; up != NULL; up = up->next) {
+		if (up->removed || stage_method(up->sf) == STAGE_DIRECT ||
+		    stage_dest(up->sf, &dev, &ino, &name) != 0 ||
+		    dev != dst->st_dev || ino != dst->st_ino ||
+		    fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+		    stage_fstat(up->sf, &st) != 0)
+			continue;
+		if ((r = put_dir_entry(s, name, &st, now)) != 0)
+			return r;
+		(*countp)++;
+	}
+	return 0;
+}
+
 static int
 process_readdir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 {
-	struct sftp_attrs a;
+	struct upload *up;
 	struct handle *h;
 	struct dirent *de;
-	struct stat st;
-	char *lname = s->scratch;
+	struct stat st, dst;
 	size_t mark, cmark;
 	uint32_t count = 0;
 	time_t now = time(NULL);
-	int r, dfd;
+	int r, dfd, have_dir;
 
 	if ((r = get_handle(s, msg, HANDLE_DIR, NULL, &h)) != 0)
 		return r == ENOENT ? ERR_FAILURE : r;
@@ -1453,21 +1635,31 @@ process_readdir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	if ((r = sftp_put_mark(&s->out, &cmark)) != 0)
 		goto fail;
 	dfd = dirfd(h->dir);
+	/* The session's own uploads into this directory are listed as
+	 * they are now, new ones too (at the end, as a file created after
+	 * the listing began may be). */
+	have_dir = s->uploads != NULL && fstat(dfd, &dst) == 0;
 	while (count < READDIR_BATCH) {
 		errno = 0;
 		if ((de = readdir(h->dir)) == NULL) {
 			r = errno;
+			if (r == 0 && have_dir && !h->dir_listed_uploads) {
+				h->dir_listed_uploads = 1;
+				r = put_new_uploads(s, dfd, &dst, now, &count);
+			}
 			break;
 		}
+		up = have_dir ? upload_at(s, dst.st_dev, dst.st_ino,
+		    de->d_name) : NULL;
 		/* Entries that vanished or cannot be looked at are left
 		 * out, as stock does. */
-		if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+		if (up != NULL) {
+			if (stage_fstat(up->sf, &st) != 0)
+				continue;
+		} else if (fstatat(dfd, de->d_name, &st,
+		    AT_SYMLINK_NOFOLLOW) != 0)
 			continue;
-		long_name(s, de->d_name, &st, now, lname, sizeof(s->scratch));
-		sftp_attrs_from_stat(&a, &st);
-		if ((r = sftp_put_cstring(&s->out, de->d_name)) != 0 ||
-		    (r = sftp_put_cstring(&s->out, lname)) != 0 ||
-		    (r = sftp_put_attrs(&s->out, &a)) != 0)
+		if ((r = put_dir_entry(s, de->d_name, &st, now)) != 0)
 			goto fail;
 		count++;
 	}
@@ -1489,12 +1681,21 @@ process_readdir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 static int
 process_remove(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 {
+	struct upload *up;
 	int r;
 
 	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0)
 		return r;
 	debug3("request %u: remove", id);
 	logit("remove name \"%s\"", s->path1);
+	if ((up = upload_find(s, s->path1)) != NULL) {
+		/* As stock's unlink of its open file: the name goes now
+		 * (the file being replaced with it), the data at the last
+		 * close. */
+		if ((r = stage_unlink_old(up->sf)) == 0)
+			up->removed = 1;
+		return send_status(s, id, r);
+	}
 	return send_status(s, id, unlink(s->path1) == 0 ? 0 : errno);
 }
 
@@ -1519,16 +1720,18 @@ process_mkdir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 static int
 uploading_into(const struct sftp_session *s, const char *dir)
 {
+	const struct upload *up;
+	const char *name;
 	struct stat st;
-	unsigned int i;
+	dev_t dev;
+	ino_t ino;
 
-	if (s->nstaged == 0 || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+	if (s->uploads == NULL || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
 		return 0;
-	for (i = 0; i < s->nslots; i++) {
-		const struct handle *h = &s->handles[i];
-
-		if (h->kind == HANDLE_FILE && h->sf != NULL && h->have_dest &&
-		    h->dest_dev == st.st_dev && h->dest_ino == st.st_ino)
+	for (up = s->uploads; up != NULL; up = up->next) {
+		if (!up->removed &&
+		    stage_dest(up->sf, &dev, &ino, &name) == 0 &&
+		    dev == st.st_dev && ino == st.st_ino)
 			return 1;
 	}
 	return 0;
@@ -1570,6 +1773,42 @@ process_realpath(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	return send_one_name(s, id, s->path2);
 }
 
+/*
+ * RENAME and posix-rename where one of the names is the session's own
+ * upload; returns 0 when neither is (the caller renames on disk), else 1
+ * with the result in *rp.  Renaming an upload moves it: it is published
+ * under the new name, and the old name never appears (editors and rsync
+ * write a temporary name, then rename it over the real one).  Renaming
+ * something over an upload's name replaces it, as stock's rename would
+ * unlink its file: that upload publishes nothing.
+ */
+static int
+rename_uploads(struct sftp_session *s, const char *from, const char *to,
+    int replace, int *rp)
+{
+	struct upload *src, *dst;
+
+	src = upload_find(s, from);
+	dst = upload_find(s, to);
+	if (src == NULL && dst == NULL)
+		return 0;
+	if (src != NULL && src == dst) {
+		*rp = 0;		/* the same name */
+		return 1;
+	}
+	if (dst != NULL && !replace) {
+		*rp = EEXIST;		/* v3: never over an existing name */
+		return 1;
+	}
+	if (src != NULL)
+		*rp = stage_retarget(src->sf, to, replace);
+	else
+		*rp = rename(from, to) == 0 ? 0 : errno;
+	if (*rp == 0 && dst != NULL)
+		dst->removed = 1;
+	return 1;
+}
+
 static int
 process_rename(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 {
@@ -1581,6 +1820,9 @@ process_rename(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		return r;
 	debug3("request %u: rename", id);
 	logit("rename old \"%s\" new \"%s\"", s->path1, s->path2);
+	if (s->uploads != NULL &&
+	    rename_uploads(s, s->path1, s->path2, 0, &r))
+		return send_status(s, id, r);
 	/* Version 3 RENAME never replaces an existing name. */
 	if (lstat(s->path1, &st) != 0)
 		r = errno;
@@ -1645,6 +1887,9 @@ process_posix_rename(struct sftp_session *s, uint32_t id,
 		return r;
 	debug3("request %u: posix-rename", id);
 	logit("posix-rename old \"%s\" new \"%s\"", s->path1, s->path2);
+	if (s->uploads != NULL &&
+	    rename_uploads(s, s->path1, s->path2, 1, &r))
+		return send_status(s, id, r);
 	return send_status(s, id,
 	    rename(s->path1, s->path2) == 0 ? 0 : errno);
 }
@@ -1855,7 +2100,7 @@ process_copy_data(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		    strerror(EBADF));
 		return EBADF;
 	}
-	if (wh->write_error != 0)
+	if (wh->up != NULL && wh->up->write_error != 0)
 		return ERR_FAILURE;
 	if (roff > INT64_MAX || woff > INT64_MAX ||
 	    (rlen != 0 && rlen > INT64_MAX - roff))
@@ -1888,8 +2133,8 @@ process_copy_data(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		    woff + copied)) != 0) {
 			error("copy-data: write \"%s\": %s", wh->path,
 			    strerror(r));
-			if (wh->sf != NULL)
-				wh->write_error = r;
+			if (wh->up != NULL)
+				wh->up->write_error = r;
 			break;
 		}
 		wh->bytes_written += (uint64_t)n;

@@ -49,7 +49,7 @@ def expect(what, got, want):
     print("ok %s" % what)
 
 
-def mode_chunks(sftp, local, remote, chunk, mtime):
+def mode_chunks(sftp, local, remote, chunk, mtime, other=None):
     data = open(local, "rb").read()
     try:
         before = sftp.stat(remote).st_size
@@ -62,19 +62,35 @@ def mode_chunks(sftp, local, remote, chunk, mtime):
     for off in range(0, len(data), chunk):
         f.write(data[off:off + chunk])
     f.flush()
-    # While the upload is in flight the name shows the previous file.
+    # While the upload is in flight this session sees it at its name, as
+    # it would see stock's file; other sessions see the previous file.
     try:
         now = sftp.stat(remote).st_size
     except IOError:
         now = None
-    expect("name shows the previous file while in flight", now, before)
+    expect("this session's stat of the name shows the upload", now,
+           len(data))
     try:
         with sftp.open(remote, "rb") as r:
             now_data = r.read()
     except IOError:
         now_data = None
-    expect("open for reading gets the previous content while in flight",
-           now_data, before_data)
+    expect("this session's open for reading gets the upload", now_data,
+           data)
+    if other is not None:
+        try:
+            now = other.stat(remote).st_size
+        except IOError:
+            now = None
+        expect("another session's stat shows the previous file", now,
+               before)
+        try:
+            with other.open(remote, "rb") as r:
+                now_data = r.read()
+        except IOError:
+            now_data = None
+        expect("another session's open gets the previous content",
+               now_data, before_data)
     expect("handle stat shows the staged size", f.stat().st_size,
            len(data))
     f.chmod(0o640)
@@ -151,7 +167,7 @@ def mode_inflight(client, sftp, d):
               flush=True)
     # Exclusive create of a name that exists fails at open.
     print("excl-existing", "open",
-          outcome(lambda: sftp.open(d + "/old-mv", "wbx").close()))
+          outcome(lambda: sftp.open(d + "/old-rm2", "wbx").close()))
     other.close()
 
 
@@ -190,7 +206,10 @@ def main(argv):
             sftp.get(args[1], args[2])
             print("ok get")
         elif mode == "chunks":
-            mode_chunks(sftp, args[1], args[2], int(args[3]), int(args[4]))
+            other = client.open_sftp()  # a second session
+            mode_chunks(sftp, args[1], args[2], int(args[3]), int(args[4]),
+                        other)
+            other.close()
         elif mode == "readback":
             mode_readback(sftp, args[1])
         elif mode == "inflight":

@@ -275,6 +275,7 @@ pattern(size_t len, unsigned int seed)
 }
 
 /* Write `len` bytes through stage_write in 64 KiB pieces from `off`. */
+/* Write it all at `off`, or appended when `off` is negative. */
 static int
 stage_put_at(struct staged_file *sf, const void *data, size_t len, off_t off)
 {
@@ -284,7 +285,9 @@ stage_put_at(struct staged_file *sf, const void *data, size_t len, off_t off)
 
 	for (done = 0; done < len; done += n) {
 		n = len - done < 64 * KiB ? len - done : 64 * KiB;
-		if ((r = stage_write(sf, p + done, n, off + (off_t)done)) != 0)
+		r = off < 0 ? stage_append(sf, p + done, n) :
+		    stage_write(sf, p + done, n, off + (off_t)done);
+		if (r != 0)
 			return r;
 	}
 	return 0;
@@ -1705,19 +1708,22 @@ test_modify_copy(int no_tmpfile)
 	memcpy(want, "ab", 2);
 	CHECK_CONTENT(dest, want, len);
 
-	/* O_APPEND: writes land at the end whatever the offset. */
+	/* O_APPEND: an append handle's writes land at the end; a write at
+	 * an offset (another handle sharing the upload) lands there. */
 	ASSERT_INT_EQ(put_file(dest, old, len, 0640), 0);
 	if (!ASSERT_INT_EQ(stage_open(&o, dest, O_RDWR | O_APPEND, 0, &sf),
 	    0))
 		goto out;
 	ASSERT_INT_NE(stage_method(sf), STAGE_DIRECT);
-	ASSERT_INT_EQ(stage_write(sf, "TA", 2, 0), 0);
-	ASSERT_INT_EQ(stage_write(sf, "IL", 2, 5), 0);
+	ASSERT_INT_EQ(stage_append(sf, "TA", 2), 0);
+	ASSERT_INT_EQ(stage_write(sf, "o", 1, 1), 0);
+	ASSERT_INT_EQ(stage_append(sf, "IL", 2), 0);
 	CHECK_CONTENT(dest, old, len);
 	r = stage_commit(sf, NULL);
 	sf = NULL;
 	ASSERT_INT_EQ(r, 0);
 	memcpy(want, old, len);
+	want[1] = 'o';
 	memcpy(want + len, "TAIL", 4);
 	CHECK_CONTENT(dest, want, len + 4);
 	CHECK_ENTRIES(dir, "edit.bin");
@@ -2796,7 +2802,9 @@ tool_stage(int argc, char **argv)
 		printf(" fchmod=%s", errname(r));
 		rc = 1;
 	}
-	r = stage_put_at(sf, data, len, (off_t)offset);
+	/* An O_APPEND handle appends (offset -1 to stage_put_at). */
+	r = stage_put_at(sf, data, len, (oflags & O_APPEND) ? -1 :
+	    (off_t)offset);
 	printf(" write=%s", errname(r));
 	if (r != 0)
 		rc = 1;
