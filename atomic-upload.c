@@ -111,6 +111,8 @@ struct staged_file {
 	char path[PATH_MAX];	/* destination as given */
 	char name[NAME_MAX + 1];	/* destination basename after symlinks */
 	char privname[NAME_MAX + 1];	/* private directory's name, "" if none */
+	int linkparent;		/* directory holding linkname (not owned) */
+	char linkname[NAME_MAX + 1];	/* plain temporary name, "" if none */
 
 	int excl;
 	int existed;		/* destination existed at open */
@@ -1811,11 +1813,67 @@ rename_noreplace(int fromfd, const char *from, int tofd, const char *to)
 #endif
 }
 
+/*
+ * May the staged file get a plain hidden name in directory `dirfd` for
+ * the instant before its rename, or must it sit in a private directory?
+ * A plain name is safe where nobody but us (and root) may rename or
+ * replace it: the directory is ours or root's and nobody else may write
+ * it, or it is sticky and the file is ours.  This only chooses the
+ * cheaper of two safe ways (a private directory costs a mkdir and an
+ * rmdir per file); what is allowed is the kernel's decision as ever.
+ */
+static int
+plain_name_safe(int dirfd, int fd)
+{
+	struct stat d, f;
+
+	if (fstat(dirfd, &d) != 0 || fstat(fd, &f) != 0 ||
+	    (d.st_uid != geteuid() && d.st_uid != 0))
+		return 0;
+	if (!(d.st_mode & (S_IWGRP | S_IWOTH)))
+		return 1;
+	return (d.st_mode & S_ISVTX) && f.st_uid == geteuid();
+}
+
+/*
+ * Replace the destination with the anonymous staged file through a plain
+ * hidden name in `parent`, locked (the file's lock) so that a sweep sees
+ * it is live.
+ */
+static int
+publish_via_name(struct staged_file *sf, int parent, const char **step)
+{
+	int r, tries;
+
+	(void)flock(sf->fd, LOCK_EX | LOCK_NB);
+	*step = "link under a temporary name";
+	for (tries = 0; tries < 100; tries++) {
+		if ((r = make_temp_name(sf->linkname,
+		    sizeof(sf->linkname))) != 0)
+			return r;
+		sf->linkparent = parent;
+		if ((r = link_anonymous(sf->fd, parent, sf->linkname)) == 0)
+			break;
+		sf->linkname[0] = '\0';
+		if (r != EEXIST)
+			return r;
+	}
+	if (r != 0)
+		return r;
+	*step = "rename into place";
+	r = renameat(parent, sf->linkname, sf->dirfd, sf->name) == 0 ? 0 :
+	    errno;
+	if (r != 0)
+		(void)unlinkat(parent, sf->linkname, 0);
+	sf->linkname[0] = '\0';
+	return r;
+}
+
 /* Publish under sf->name; the previous content stays until this succeeds. */
 static int
 publish(struct staged_file *sf, const char **step)
 {
-	int r;
+	int r, parent;
 
 	if (sf->method == STAGE_TMPFILE) {
 		if (sf->excl || !sf->existed) {
@@ -1826,10 +1884,16 @@ publish(struct staged_file *sf, const char **step)
 			if (r != EEXIST || sf->excl)
 				return r;
 		}
-		/* linkat cannot replace: give the file a name in a private
-		 * directory (in the staging directory if there is one, so
-		 * the destination directory sees only the final name) and
-		 * rename it over the destination. */
+		/* linkat cannot replace: give the file a name (in the
+		 * staging directory if there is one, so the destination
+		 * directory sees only the final name) and rename it over
+		 * the destination: a plain hidden name where that is safe,
+		 * else a name in a private directory. */
+		parent = sf->stagedirfd >= 0 ? sf->stagedirfd : sf->dirfd;
+		if (!sf->excl && plain_name_safe(parent, sf->fd) &&
+		    (r = publish_via_name(sf, parent, step)) != EACCES &&
+		    r != EPERM)
+			return r;
 		*step = "make a private directory";
 		r = ENOENT;
 		if (sf->stagedirfd >= 0)
@@ -2015,6 +2079,8 @@ stage_abort_all(void)
 	for (sf = live_stagings; sf != NULL; sf = sf->next) {
 		if (sf->aborted)
 			continue;
+		if (sf->linkname[0] != '\0')
+			(void)unlinkat(sf->linkparent, sf->linkname, 0);
 		if (sf->privfd >= 0) {
 			(void)unlinkat(sf->privfd, INNER_NAME, 0);
 			(void)unlinkat(sf->privparent, sf->privname,
