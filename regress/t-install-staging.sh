@@ -32,10 +32,11 @@ NOLEAK="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 
 # staged_in TRACE DIR: the upload went through DIR: a staged file created
 # O_CREAT|O_EXCL in a private directory below DIR, or a rename into place
-# from one.
+# from one or from a temporary name in DIR.
 staged_in() {
 	grep -E "^[0-9]+ +openat\([0-9]+<$2/\.au-[A-Za-z0-9]+>, \"upload\", [^)]*O_CREAT\|O_EXCL[^)]*\) = [0-9]+" "$1" >/dev/null && return 0
 	grep -E "^[0-9]+ +renameat2?\([0-9]+<$2/\.au-[A-Za-z0-9]+>, \"upload\"," "$1" >/dev/null && return 0
+	grep -E "^[0-9]+ +renameat2?\([0-9]+<$2>, \"\.au-[A-Za-z0-9]{16}\"," "$1" >/dev/null && return 0
 	verbose "nothing staged in $2: $(grep -E 'O_TMPFILE|O_EXCL|rename' "$1" | head -3)"
 	return 1
 }

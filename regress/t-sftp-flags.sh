@@ -452,6 +452,7 @@ traced() {
 # renamed into place from a private directory there, or staged in one.
 staged_in() {
 	grep -q "renameat2\?([0-9]*<$1/\\.au-[A-Za-z0-9]*>, \"upload\"" "$WORK/trace" ||
+	    grep -q "renameat2\?([0-9]*<$1>, \"\\.au-[A-Za-z0-9]*\"" "$WORK/trace" ||
 	    grep -q "openat([0-9]*<$1/\\.au-[A-Za-z0-9]*>, \"upload\", .*O_CREAT|O_EXCL" "$WORK/trace"
 }
 # syncs: "F D": how many fsync/fdatasync hit a file in $D (or the staged
