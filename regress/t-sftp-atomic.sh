@@ -31,8 +31,10 @@ chmod 700 "$STAGE"
 [ "$SFTP_SERVER" != "$STOCK_SFTP_SERVER" ] && SFTP_SERVER_ARGS="-t $STAGE"
 start_sshd
 KEYS=(-k "$WORK/sshd/client_key" -K "$WORK/sshd/client_key.pub")
-# Slow enough to be killed half-way: 16 MiB at 4 MB/s.
-RATE=32000
+# Slow enough to be killed half-way: 16 MiB at 1 MB/s.  (At 4 MB/s an
+# upload started first could finish before the sixth session had even
+# logged in, on a loaded machine where each login took over a second.)
+RATE=8000
 
 "$PY" "$MKPAYLOAD" "$L/big" 16M big
 "$PY" "$MKPAYLOAD" "$L/big2" 16M big2
