@@ -1517,7 +1517,9 @@ process_lsetstat(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	/* There is no truncate that does not follow symlinks. */
 	if (a.flags & SSH2_FILEXFER_ATTR_SIZE)
 		return EINVAL;
-	return send_status(s, id, set_attrs_path(s->path1, &a, 1));
+	if (!set_attrs_staged(s, s->path1, &a, &r))
+		r = set_attrs_path(s->path1, &a, 1);
+	return send_status(s, id, r);
 }
 
 static int
@@ -1552,6 +1554,8 @@ process_opendir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	logit("opendir \"%s\"", s->path1);
 	if (s->max_handles != 0 && s->nopen >= s->max_handles)
 		return EMFILE;
+	if (upload_find(s, s->path1) != NULL)
+		return ENOTDIR;		/* the session's own file */
 	if ((d = opendir(s->path1)) == NULL)
 		return errno;
 	if ((r = handle_alloc(s, &idx)) != 0) {
@@ -1713,6 +1717,8 @@ process_mkdir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	    (mode_t)(a.perm & 07777) : 0777;
 	debug3("request %u: mkdir", id);
 	logit("mkdir name \"%s\" mode 0%o", s->path1, (u_int)mode);
+	if (upload_find(s, s->path1) != NULL)
+		return EEXIST;		/* the session's own file is there */
 	return send_status(s, id, mkdir(s->path1, mode) == 0 ? 0 : errno);
 }
 
@@ -1754,6 +1760,8 @@ process_rmdir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		    s->path1);
 		return send_status(s, id, ENOTEMPTY);
 	}
+	if (upload_find(s, s->path1) != NULL)
+		return send_status(s, id, ENOTDIR);
 	return send_status(s, id, rmdir(s->path1) == 0 ? 0 : errno);
 }
 
@@ -1855,6 +1863,8 @@ process_readlink(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		return r;
 	debug3("request %u: readlink", id);
 	verbose("readlink \"%s\"", s->path1);
+	if (upload_find(s, s->path1) != NULL)
+		return EINVAL;		/* the session's own file, not a link */
 	if ((n = readlink(s->path1, s->path2, sizeof(s->path2) - 1)) < 0)
 		return errno;
 	s->path2[n] = '\0';
@@ -1872,6 +1882,8 @@ process_symlink(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		return r;
 	debug3("request %u: symlink", id);
 	logit("symlink old \"%s\" new \"%s\"", s->path1, s->path2);
+	if (upload_find(s, s->path2) != NULL)
+		return send_status(s, id, EEXIST);
 	return send_status(s, id,
 	    symlink(s->path1, s->path2) == 0 ? 0 : errno);
 }
@@ -1904,6 +1916,8 @@ process_hardlink(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		return r;
 	debug3("request %u: hardlink", id);
 	logit("hardlink old \"%s\" new \"%s\"", s->path1, s->path2);
+	if (upload_find(s, s->path2) != NULL)
+		return send_status(s, id, EEXIST);
 	return send_status(s, id, link(s->path1, s->path2) == 0 ? 0 : errno);
 }
 
