@@ -954,7 +954,8 @@ long_name(struct sftp_session *s, const char *name, const struct stat *st,
  * missing an error.
  */
 static int
-canonical_path(const char *path, char *out, size_t outlen)
+canonical_path(const struct sftp_session *s, const char *path, char *out,
+    size_t outlen)
 {
 	char todo[PATH_MAX], target[PATH_MAX], next[PATH_MAX];
 	const char *p, *q;
@@ -1005,13 +1006,17 @@ canonical_path(const char *path, char *out, size_t outlen)
 		snprintf(next, sizeof(next), "%s%s%.*s",
 		    strcmp(out, "/") == 0 ? "" : out, "/", (int)complen, p);
 		if (lstat(next, &st) != 0) {
-			if (errno == ENOENT && !more) {
+			if (errno != ENOENT)
+				return errno;
+			if (upload_find(s, next) != NULL)
+				st.st_mode = S_IFREG;	/* the session's own */
+			else if (!more) {
 				if (strlen(next) >= outlen)
 					return ENAMETOOLONG;
 				snprintf(out, outlen, "%s", next);
 				break;
-			}
-			return errno;
+			} else
+				return ENOENT;
 		}
 		if (S_ISLNK(st.st_mode)) {
 			if (++links > SYMLINK_MAX_FOLLOW)
@@ -1776,7 +1781,7 @@ process_realpath(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		snprintf(s->path1, sizeof(s->path1), ".");
 	debug3("request %u: realpath", id);
 	verbose("realpath \"%s\"", s->path1);
-	if ((r = canonical_path(s->path1, s->path2, sizeof(s->path2))) != 0)
+	if ((r = canonical_path(s, s->path1, s->path2, sizeof(s->path2))) != 0)
 		return r;
 	return send_one_name(s, id, s->path2);
 }
@@ -2077,7 +2082,7 @@ process_expand_path(struct sftp_session *s, uint32_t id,
 	if (r < 0 || (size_t)r >= sizeof(s->path2))
 		return ENAMETOOLONG;
 	verbose("expand \"%s\"", s->path2);
-	if ((r = canonical_path(s->path2, s->path1, sizeof(s->path1))) != 0)
+	if ((r = canonical_path(s, s->path2, s->path1, sizeof(s->path1))) != 0)
 		return r;
 	return send_one_name(s, id, s->path1);
 }
