@@ -3,8 +3,10 @@
 # sftp_raw.py): every request type side by side with stock's server
 # (same statuses, attributes, names), malformed packets (answered with
 # the right id and status, the session goes on; nothing dies of a
-# signal), and the INFO commit/abort log lines.  The malformed-input and
-# log expectations are ours only: against stock they print SKIP.
+# signal), the INFO commit/abort log lines, and what this and other
+# sessions see of an upload in flight.  The malformed-input and log
+# expectations are ours only: against stock they print SKIP; against
+# stock the in-flight checks fail (its partial file is visible).
 tid=t-sftp-raw
 . "${SRC:-$(cd "$(dirname "$0")/.." && pwd)}/regress/test-lib.sh"
 
@@ -14,7 +16,7 @@ RAW="$SRC/regress/sftp_raw.py"
 [ -x "$STOCK_SFTP_SERVER" ] || fail "no stock server at $STOCK_SFTP_SERVER"
 export tid
 
-for part in conformance malformed logs; do
+for part in conformance malformed logs atomic; do
 	"$PY" "$RAW" "$part" "$WORK/$part" ||
 	    verbose "$part: failures above"
 done
