@@ -103,7 +103,9 @@ struct staged_file {
 	int dirfd;		/* destination directory, held */
 	int dir_readable;	/* dirfd can be fsync'ed (not O_PATH) */
 	int stagedirfd;		/* usable staging directory, or -1 */
-	int privparent;		/* directory holding privname (not owned) */
+	int privparent;		/* directory holding privname */
+	int privparent_owned;	/* ... a descriptor of its own (the upload
+				 * was moved to another directory) */
 	int privfd;		/* our private directory, locked; or -1 */
 	enum stage_method method;
 	int aborted;		/* set by stage_abort_all(): fds already closed */
@@ -1026,6 +1028,8 @@ free_staged(struct staged_file *sf)
 		close(sf->oldfd);
 	if (sf->privfd >= 0)
 		close(sf->privfd);
+	if (sf->privparent_owned)
+		close(sf->privparent);
 	if (sf->stagedirfd >= 0)
 		close(sf->stagedirfd);
 	if (sf->dirfd >= 0)
@@ -1667,7 +1671,13 @@ stage_retarget(struct staged_file *sf, const char *newpath, int replace)
 			goto out;
 	} else if ((r = unlink_old_name(sf)) != 0)
 		goto out;
-	close(sf->dirfd);
+	/* A private directory beside the old destination stays there
+	 * until the commit: keep its directory's descriptor for it. */
+	if (sf->privfd >= 0 && sf->privparent == sf->dirfd &&
+	    !sf->privparent_owned)
+		sf->privparent_owned = 1;
+	else
+		close(sf->dirfd);
 	sf->dirfd = dirfd;
 	sf->dir_readable = readable;
 	dirfd = -1;
