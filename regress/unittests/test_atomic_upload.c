@@ -1912,6 +1912,76 @@ test_expect_size(int no_tmpfile)
 /* ------------------------------------------------------------------ */
 /* Staging directory                                                   */
 
+/* The session renames or removes its upload (stage_retarget,
+ * stage_unlink_old): published under the new name in another directory,
+ * the old name gone, nothing left behind; or nothing published. */
+static void
+test_retarget(int no_tmpfile)
+{
+	char name[128], dir[PATH_MAX], a[PATH_MAX], b[PATH_MAX];
+	char sub[PATH_MAX], old[PATH_MAX];
+	struct staged_file *sf = NULL;
+	struct stage_opts o;
+	int r;
+
+	snprintf(name, sizeof(name), "stage_retarget moves an upload, "
+	    "stage_unlink_old drops one (%s)", variant(no_tmpfile));
+	TEST_START(name);
+	if (!ASSERT_INT_EQ(fresh_dir("retarget", dir, sizeof(dir)), 0))
+		goto out;
+	join(sub, sizeof(sub), dir, "sub");
+	ASSERT_INT_EQ(mkdir(sub, 0755), 0);
+	opts_init(&o, no_tmpfile);
+
+	/* A new file, moved to another directory. */
+	join(a, sizeof(a), dir, "a.tmp");
+	join(b, sizeof(b), sub, "a");
+	if (!ASSERT_INT_EQ(stage_open(&o, a, WCT, 0644, &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_write(sf, "new a", 5, 0), 0);
+	ASSERT_INT_EQ(stage_retarget(sf, b, 0), 0);
+	r = stage_commit(sf, NULL);
+	sf = NULL;
+	ASSERT_INT_EQ(r, 0);
+	CHECK_STR(b, "new a");
+	CHECK_ENTRIES(dir, "sub");
+	CHECK_ENTRIES(sub, "a");
+
+	/* A replacement: its old name goes at the rename; an existing
+	 * target needs replace. */
+	join(old, sizeof(old), dir, "old");
+	ASSERT_INT_EQ(put_str(old, "old content"), 0);
+	if (!ASSERT_INT_EQ(stage_open(&o, old, WCT, 0644, &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_write(sf, "replaced", 8, 0), 0);
+	ASSERT_INT_EQ(stage_retarget(sf, b, 0), EEXIST);
+	ASSERT_INT_EQ(stage_retarget(sf, b, 1), 0);
+	CHECK_ABSENT(old);
+	CHECK_STR(b, "new a");
+	r = stage_commit(sf, NULL);
+	sf = NULL;
+	ASSERT_INT_EQ(r, 0);
+	CHECK_STR(b, "replaced");
+	CHECK_ENTRIES(dir, "sub");
+	CHECK_ENTRIES(sub, "a");
+
+	/* Removed by its session: nothing published, the replaced file
+	 * gone with its name. */
+	if (!ASSERT_INT_EQ(stage_open(&o, b, WCT, 0644, &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_write(sf, "never", 5, 0), 0);
+	ASSERT_INT_EQ(stage_unlink_old(sf), 0);
+	CHECK_ABSENT(b);
+	stage_abort(sf, "removed", NULL);
+	sf = NULL;
+	CHECK_ENTRIES(sub, NULL);
+	CHECK_ENTRIES(dir, "sub");
+ out:
+	if (sf != NULL)
+		stage_abort(sf, "test cleanup", NULL);
+	TEST_DONE();
+}
+
 static void
 test_tmpdir_same_fs(int no_tmpfile)
 {
@@ -2955,6 +3025,7 @@ main(int argc, char **argv)
 	RUN(test_disabled);
 	RUN2(test_expect_size);
 	RUN2(test_tmpdir_same_fs);
+	RUN2(test_retarget);
 	RUN2(test_tmpdir_other_fs);
 	RUN2(test_tmpdir_world_writable);
 	RUN2(test_tmpdir_symlinks);
