@@ -140,7 +140,6 @@ struct sftp_session {
 	unsigned int nslots;		/* allocated entries */
 	unsigned int nopen;		/* in use */
 	struct upload *uploads;		/* in flight */
-	unsigned int nuploads;
 	unsigned int free_head;	/* free slots, LIFO; nslots: none */
 
 	u_char *copybuf;
@@ -631,7 +630,6 @@ upload_new(struct sftp_session *s, struct staged_file *sf,
 	up->refs = 1;
 	up->next = s->uploads;
 	s->uploads = up;
-	s->nuploads++;
 	*upp = up;
 	return 0;
 }
@@ -660,7 +658,6 @@ upload_drop(struct sftp_session *s, struct handle *h, const char *reason,
 			break;
 		}
 	}
-	s->nuploads--;
 	if (reason != NULL) {
 		stage_abort(up->sf, reason, &rep);
 		log_stage(&rep, 0);
