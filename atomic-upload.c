@@ -58,6 +58,7 @@
 #include <unistd.h>
 
 #include "atomic-upload.h"
+#include "digest.h"
 #include "misc.h"
 
 #ifndef NAME_MAX
@@ -133,6 +134,13 @@ struct staged_file {
 	off_t wb_waited;	/* ... and finished up to here */
 	double start;
 	const char *note;
+
+	struct stream_digest dg;	/* SHA-256 as the data arrives */
+	const char *digest_xattr;	/* store it under this name, or NULL */
+	int resolve_path;		/* report the absolute final path */
+	char sha256[65];		/* at commit, "" if not known */
+	off_t digest_reread;
+	int xattr_error;
 };
 
 static int rename_noreplace(int, const char *, int, const char *);
@@ -1034,6 +1042,7 @@ free_staged(struct staged_file *sf)
 		close(sf->stagedirfd);
 	if (sf->dirfd >= 0)
 		close(sf->dirfd);
+	stream_digest_free(&sf->dg);
 	free(sf);
 }
 
@@ -1320,6 +1329,13 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 		free_staged(sf);
 		return r;
 	}
+	if (opts->digest && (sf->method != STAGE_DIRECT ||
+	    (fstat(sf->fd, &st) == 0 && S_ISREG(st.st_mode)))) {
+		/* Without OpenSSL (ENOTSUP) the upload simply has none. */
+		(void)stream_digest_start(&sf->dg);
+		sf->digest_xattr = opts->digest_xattr;
+	}
+	sf->resolve_path = opts->resolve_path;
 	registry_add(sf);
 	*sfp = sf;
 	return 0;
@@ -1452,6 +1468,10 @@ write_data(struct staged_file *sf, const void *buf, size_t len, off_t off,
 		}
 		done += (size_t)n;
 	}
+	if (at_end && sf->method == STAGE_DIRECT)
+		stream_digest_unknown(&sf->dg);	/* O_APPEND: where was it? */
+	else
+		stream_digest_write(&sf->dg, buf, len, off);
 	write_behind(sf, off + (off_t)len);
 	return 0;
 }
@@ -1529,6 +1549,7 @@ stage_ftruncate(struct staged_file *sf, off_t size)
 			sf->write_error = r;
 		return r;
 	}
+	stream_digest_truncate(&sf->dg, size);
 	return 0;
 }
 
@@ -1748,6 +1769,108 @@ stage_fsync(struct staged_file *sf)
 	return sync_all(sf->lazy ? sf->oldfd : sf->fd);
 }
 
+/*
+ * Store `hex` under the attribute `name` on the file, or remove a stale
+ * one (copied from the file it replaces) when there is no digest.  A
+ * user.* attribute needs write permission to the inode, which the owner
+ * of a read-only upload (mode 0444) lacks though the descriptor is open
+ * for writing: the owner may lend it to himself for the call.
+ */
+static int
+store_digest_xattr(int fd, const char *name, const char *hex)
+{
+#if defined(HAVE_FSETXATTR) && defined(HAVE_FREMOVEXATTR)
+	struct stat st;
+	int r;
+
+	if (hex[0] == '\0') {
+		if (fremovexattr(fd, name) == 0 || errno == ENODATA ||
+		    errno == ENOTSUP)
+			return 0;
+		return errno;
+	}
+	if (fsetxattr(fd, name, hex, strlen(hex), 0) == 0)
+		return 0;
+	r = errno;
+	if ((r != EACCES && r != EPERM) || fstat(fd, &st) != 0 ||
+	    st.st_uid != geteuid() || (st.st_mode & S_IWUSR) ||
+	    (st.st_mode & (S_ISUID | S_ISGID)))
+		return r;
+	if (fchmod(fd, (st.st_mode & 07777) | S_IWUSR) != 0)
+		return r;
+	r = fsetxattr(fd, name, hex, strlen(hex), 0) == 0 ? 0 : errno;
+	if (fchmod(fd, st.st_mode & 07777) != 0 && r == 0)
+		r = errno;
+	return r;
+#else
+	(void)fd;
+	(void)name;
+	(void)hex;
+	return ENOTSUP;
+#endif
+}
+
+/*
+ * The upload's SHA-256, completed from the file where the data did not
+ * arrive in order, and stored as an extended attribute if asked: before
+ * the fsync, so the attribute is as durable as the data.  A digest that
+ * cannot be had is no reason to refuse the upload: the report says "".
+ */
+static void
+finish_digest(struct staged_file *sf)
+{
+	struct stat st;
+	int fd = sf->fd, rfd = -1, r;
+	char proc[64];
+
+	sf->sha256[0] = '\0';
+	if (sf->dg.ctx == NULL)
+		return;
+	if (fstat(fd, &st) != 0)
+		goto xattr;
+	r = stream_digest_finish(&sf->dg, fd, st.st_size, sf->sha256,
+	    &sf->digest_reread);
+	if (r == EBADF && sf->method == STAGE_DIRECT) {
+		/* Written in place through a write-only descriptor: read it
+		 * back through a new one, if the kernel lets us. */
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		if ((rfd = open(proc, O_RDONLY | O_NOCTTY | O_NONBLOCK |
+		    O_CLOEXEC)) >= 0) {
+			stream_digest_unknown(&sf->dg);
+			r = stream_digest_finish(&sf->dg, rfd, st.st_size,
+			    sf->sha256, &sf->digest_reread);
+			close(rfd);
+		}
+	}
+	if (r != 0)
+		sf->sha256[0] = '\0';
+ xattr:
+	if (sf->digest_xattr != NULL)
+		sf->xattr_error = store_digest_xattr(fd, sf->digest_xattr,
+		    sf->sha256);
+}
+
+/* Where the upload is (or was to be) published, absolute and with its
+ * directory's symbolic links resolved, for the commit hook; "" if the
+ * kernel cannot say (no /proc, as in a jail without it). */
+static void
+final_path(const struct staged_file *sf, char *out, size_t outlen)
+{
+	char proc[64], dir[PATH_MAX];
+	ssize_t n;
+
+	out[0] = '\0';
+	if (sf->dirfd < 0)
+		return;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", sf->dirfd);
+	if ((n = readlink(proc, dir, sizeof(dir) - 1)) <= 0 || dir[0] != '/')
+		return;
+	dir[n] = '\0';
+	if (snprintf(out, outlen, "%s%s%s", dir, strcmp(dir, "/") == 0 ?
+	    "" : "/", sf->name) >= (int)outlen)
+		out[0] = '\0';
+}
+
 static void
 fill_report(const struct staged_file *sf, struct stage_report *rep,
     int error, const char *reason)
@@ -1771,6 +1894,11 @@ fill_report(const struct staged_file *sf, struct stage_report *rep,
 		    strerror(error));
 	else if (reason != NULL)
 		snprintf(rep->reason, sizeof(rep->reason), "%s", reason);
+	memcpy(rep->sha256, sf->sha256, sizeof(rep->sha256));
+	rep->digest_reread = sf->digest_reread;
+	rep->xattr_error = sf->xattr_error;
+	if (sf->resolve_path)
+		final_path(sf, rep->final_path, sizeof(rep->final_path));
 }
 
 static int
@@ -1971,6 +2099,7 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 		}
 	}
 	if (sf->method == STAGE_DIRECT) {
+		finish_digest(sf);
 		if (sf->sync != STAGE_SYNC_NONE) {
 			step = "fsync";
 			if ((r = sync_data(sf->fd)) != 0)
@@ -1997,6 +2126,7 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 		discard(sf);
 		goto done;
 	}
+	finish_digest(sf);
 	/* Durability: data and metadata (owner, mode, ACL were set on the
 	 * staged file before this) on disk before the name points at it. */
 	if (sf->sync != STAGE_SYNC_NONE) {

@@ -51,6 +51,11 @@ struct stage_opts {
 	int no_tmpfile;		/* never use O_TMPFILE (tests, odd filesystems) */
 	int no_close_event;	/* skip the post-commit open+close that makes
 				 * IN_CLOSE_WRITE fire on the final name */
+	int digest;		/* compute the SHA-256 of each upload (needs
+				 * OpenSSL; ignored without it) */
+	const char *digest_xattr; /* store it on the published file under
+				 * this extended attribute name, or NULL */
+	int resolve_path;	/* fill stage_report.final_path */
 };
 
 /* What happened to one upload, for the caller's commit/abort log line. */
@@ -66,6 +71,16 @@ struct stage_report {
 				 * nothing was published, the file is as it
 				 * was (a success) */
 	char reason[256];	/* failed step or abort reason, "" on success */
+	/* SHA-256 of the published content, lowercase hex; "" when not
+	 * computed (digests off, no OpenSSL, an abort, a file written in
+	 * place that cannot be read back). */
+	char sha256[65];
+	off_t digest_reread;	/* bytes read back to finish it (data that
+				 * arrived out of order or was modified) */
+	int xattr_error;	/* storing it as an xattr failed (errno) */
+	/* With stage_opts.resolve_path: the absolute path the content was
+	 * published under (symbolic links resolved), "" if unknown. */
+	char final_path[4096];
 };
 
 struct staged_file;

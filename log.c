@@ -228,6 +228,10 @@ fatal(const char *fmt, ...)
 void
 log_stage(const struct stage_report *rep, int committed)
 {
+	char sum[80] = "";
+
+	if (rep->sha256[0] != '\0')
+		snprintf(sum, sizeof(sum), " sha256 %s", rep->sha256);
 	if (rep->unchanged && rep->error == 0) {
 		do_log(LOG_LEVEL_INFO, "unchanged \"%s\" bytes %lld seconds %.3f "
 		    "method %s: nothing written, nothing published", rep->path,
@@ -235,16 +239,27 @@ log_stage(const struct stage_report *rep, int committed)
 		    stage_method_name(rep->method));
 	} else if (rep->published && rep->error != 0) {
 		do_log(LOG_LEVEL_INFO, "commit \"%s\" bytes %lld seconds %.3f "
-		    "method %s warning \"%s\"", rep->path, (long long)rep->bytes,
-		    rep->seconds, stage_method_name(rep->method), rep->reason);
+		    "method %s%s warning \"%s\"", rep->path,
+		    (long long)rep->bytes, rep->seconds,
+		    stage_method_name(rep->method), sum, rep->reason);
 	} else if (committed && rep->error == 0) {
 		do_log(LOG_LEVEL_INFO, "commit \"%s\" bytes %lld seconds %.3f "
-		    "method %s", rep->path, (long long)rep->bytes, rep->seconds,
-		    stage_method_name(rep->method));
+		    "method %s%s", rep->path, (long long)rep->bytes,
+		    rep->seconds, stage_method_name(rep->method), sum);
 	} else {
 		do_log(LOG_LEVEL_INFO, "abort \"%s\" bytes %lld seconds %.3f "
 		    "method %s reason \"%s\"", rep->path, (long long)rep->bytes,
 		    rep->seconds, stage_method_name(rep->method),
 		    rep->reason[0] != '\0' ? rep->reason : "unknown");
+		return;
 	}
+	/* What the digest cost beyond hashing on the way through. */
+	if (rep->digest_reread > 0)
+		do_log(LOG_LEVEL_VERBOSE, "digest \"%s\": %lld bytes read back "
+		    "(written out of order or modified)", rep->path,
+		    (long long)rep->digest_reread);
+	if (rep->xattr_error != 0)
+		do_log(LOG_LEVEL_ERROR, "digest \"%s\": not stored as an "
+		    "extended attribute: %s", rep->path,
+		    strerror(rep->xattr_error));
 }

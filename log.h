@@ -50,7 +50,7 @@ void log_set_sink(void (*sink)(enum log_level level, const char *line));
 
 struct stage_report;
 /* The one INFO line per commit or abort (DESIGN.md 11):
- *   commit "PATH" bytes N seconds S method M
+ *   commit "PATH" bytes N seconds S method M [sha256 HEX]
  *   abort "PATH" bytes N seconds S method M reason "WHY"
  * A failed commit is logged as an abort whose reason names the step. */
 void log_stage(const struct stage_report *rep, int committed);

@@ -26,6 +26,8 @@
 #include <unistd.h>
 
 #include "atomic-upload.h"
+#include "digest.h"
+#include "hook.h"
 #include "log.h"
 #include "misc.h"
 #include "scp.h"
@@ -238,6 +240,73 @@ stage_settings(struct stage_opts *so, char **tmpdir)
 	 * either, unless a durability was asked for. */
 	if (so->disabled && !have_sync)
 		so->sync = STAGE_SYNC_NONE;
+	/* Each upload's SHA-256: on unless switched off; stored as an
+	 * extended attribute on request (which needs it). */
+	so->digest = 1;
+	if ((env = getenv("ATOMIC_UPLOAD_DIGEST")) != NULL && *env != '\0') {
+		if (parse_switch(env, &on) != 0)
+			error("ATOMIC_UPLOAD_DIGEST=%s not understood: "
+			    "digests stay on", env);
+		else
+			so->digest = on;
+	}
+	if ((env = getenv("ATOMIC_UPLOAD_XATTR")) != NULL && *env != '\0') {
+		if (parse_switch(env, &on) != 0)
+			error("ATOMIC_UPLOAD_XATTR=%s not understood: no xattr",
+			    env);
+		else if (on) {
+			so->digest = 1;
+			so->digest_xattr = DIGEST_XATTR_NAME;
+		}
+	}
+}
+
+/* The client's address from sshd's SSH_CONNECTION, for the hook. */
+static const char *
+client_address(char *buf, size_t len)
+{
+	const char *conn = getenv("SSH_CONNECTION");
+	size_t n;
+
+	if (conn == NULL || *conn == '\0')
+		return "UNKNOWN";
+	n = strcspn(conn, " ");
+	if (n >= len)
+		n = len - 1;
+	memcpy(buf, conn, n);
+	buf[n] = '\0';
+	sanitise_copy(buf, len, buf);
+	return buf;
+}
+
+/*
+ * The commit hook for a server sink (ATOMIC_UPLOAD_HOOK), or NULL.  A
+ * hook that is not an absolute path is refused with a log line; the
+ * uploads go on without it.
+ */
+static struct hook *
+sink_hook(const struct stage_opts *so, char *addr, size_t addrlen)
+{
+	struct hook_opts ho;
+	struct hook *h = NULL;
+	struct passwd *pw;
+	const char *env;
+
+	if ((env = getenv("ATOMIC_UPLOAD_HOOK")) == NULL || *env == '\0')
+		return NULL;
+	memset(&ho, 0, sizeof(ho));
+	ho.program = env;
+	ho.protocol = "scp";
+	ho.user = (pw = getpwuid(getuid())) != NULL ? pw->pw_name : "unknown";
+	ho.client_addr = client_address(addr, addrlen);
+	ho.sync = so->sync;
+	hook_settings_from_env(&ho);
+	if (hook_new(&ho, &h) != 0) {
+		error("ATOMIC_UPLOAD_HOOK=%s: not an absolute path: no hook",
+		    env);
+		return NULL;
+	}
+	return h;
 }
 
 static void
@@ -263,7 +332,7 @@ static int
 run_server(int sink, struct scp_opts *o, char **args, int nargs)
 {
 	struct scp_peer *p;
-	char *tmpdir = NULL;
+	char *tmpdir = NULL, addr[128];
 	unsigned int swept;
 	int r, status;
 
@@ -276,6 +345,9 @@ run_server(int sink, struct scp_opts *o, char **args, int nargs)
 	if ((p = malloc(sizeof(*p))) == NULL)
 		fatal("out of memory");
 	scp_peer_init(p, STDIN_FILENO, STDOUT_FILENO, &got_signal);
+	if (sink && (o->hook = sink_hook(&o->stage, addr,
+	    sizeof(addr))) != NULL)
+		o->stage.resolve_path = 1;
 	if (sink) {
 		if (nargs != 1) {
 			scp_warn(p, o, "ambiguous target");
@@ -285,6 +357,9 @@ run_server(int sink, struct scp_opts *o, char **args, int nargs)
 	} else
 		r = scp_source(p, o, args, nargs);
 	status = (r != 0 || p->errors > 0) ? EXIT_ERRORS : 0;
+	/* Hooks still queued run on after us; we do not wait. */
+	hook_free(o->hook);
+	o->hook = NULL;
 	free(p);
 	free(tmpdir);
 	exit_for_signal();

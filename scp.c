@@ -434,12 +434,22 @@ struct sink_state {
 };
 
 static void
-abort_logged(struct staged_file *sf, const char *reason)
+upload_report(const struct scp_opts *o, const struct stage_report *rep,
+    int committed)
+{
+	log_stage(rep, committed);
+	if (o->hook != NULL)
+		hook_upload(o->hook, rep, committed);
+}
+
+static void
+abort_logged(const struct scp_opts *o, struct staged_file *sf,
+    const char *reason)
 {
 	struct stage_report rep;
 
 	stage_abort(sf, reason, &rep);
-	log_stage(&rep, 0);
+	upload_report(o, &rep, 0);
 }
 
 /* Why input stopped, for the abort line. */
@@ -483,7 +493,7 @@ sink_file(struct scp_peer *p, const struct scp_opts *o,
 	if (o->preserve)
 		werr = stage_fchmod(sf, mode & 07777);
 	if ((r = peer_ack(p)) != 0) {
-		abort_logged(sf, input_failure(p, r, why, sizeof(why)));
+		abort_logged(o, sf, input_failure(p, r, why, sizeof(why)));
 		return SCP_FATAL;
 	}
 	while (off < size) {
@@ -495,7 +505,7 @@ sink_file(struct scp_peer *p, const struct scp_opts *o,
 			snprintf(why, sizeof(why), "%s after %lld of %lld bytes",
 			    input_failure(p, r, ss->msg, sizeof(ss->msg)),
 			    (long long)off, (long long)size);
-			abort_logged(sf, why);
+			abort_logged(o, sf, why);
 			if (r == EPIPE)
 				protocol_error(p, o, "lost connection");
 			return SCP_FATAL;
@@ -509,7 +519,7 @@ sink_file(struct scp_peer *p, const struct scp_opts *o,
 	if ((r = peer_getc(p, &c)) != 0) {
 		snprintf(why, sizeof(why), "%s before the end-of-file status",
 		    input_failure(p, r, ss->msg, sizeof(ss->msg)));
-		abort_logged(sf, why);
+		abort_logged(o, sf, why);
 		/* As in the data: the client's user hears why. */
 		if (r == EPIPE)
 			protocol_error(p, o, "lost connection");
@@ -527,7 +537,7 @@ sink_file(struct scp_peer *p, const struct scp_opts *o,
 		sanitise_copy(ss->msg, sizeof(ss->msg), ss->msg);
 		snprintf(why, sizeof(why), "sender error: %s",
 		    ss->msg[0] != '\0' ? ss->msg : "(no message)");
-		abort_logged(sf, why);
+		abort_logged(o, sf, why);
 		p->errors++;
 		if (o->client && ss->msg[0] != '\0')
 			fprintf(stderr, "%s\n", ss->msg);
@@ -538,14 +548,14 @@ sink_file(struct scp_peer *p, const struct scp_opts *o,
 	}
 	if (werr != 0) {
 		snprintf(why, sizeof(why), "write failed: %s", strerror(werr));
-		abort_logged(sf, why);
+		abort_logged(o, sf, why);
 		scp_warn(p, o, "%s: %s", path, strerror(werr));
 		return 0;
 	}
 	if (times->set)
 		terr = stage_futimens(sf, times->ts);
 	r = stage_commit(sf, &rep);
-	log_stage(&rep, r == 0);
+	upload_report(o, &rep, r == 0);
 	if (r != 0) {
 		scp_warn(p, o, "%s: %s", path, strerror(r));
 		return 0;

@@ -16,6 +16,7 @@
 #include <stddef.h>
 
 #include "atomic-upload.h"
+#include "hook.h"
 
 /* The longest record line the protocol allows, without its newline. */
 #define SCP_LINE_MAX	2047
@@ -35,6 +36,7 @@ struct scp_opts {
 				 * glob), or NULL */
 	mode_t umask;		/* the process umask (stock masks modes) */
 	struct stage_opts stage;
+	struct hook *hook;	/* server sink: the commit hook, or NULL */
 };
 
 struct scp_peer {

@@ -23,6 +23,8 @@
 #include <unistd.h>
 
 #include "atomic-upload.h"
+#include "digest.h"
+#include "hook.h"
 #include "log.h"
 #include "misc.h"
 #include "sftp-server.h"
@@ -46,10 +48,12 @@ static void
 usage(const char *progname)
 {
 	fprintf(stderr,
-	    "usage: %s [-ehnR] [-d start_directory] [-f log_facility] "
-	    "[-l log_level]\n"
-	    "\t[-m copy|inplace] [-P denied_requests] [-p allowed_requests]\n"
-	    "\t[-s full|data|none] [-t staging_directory] [-u umask]\n"
+	    "usage: %s [-ehnRx] [-d start_directory] [-f log_facility] "
+	    "[-H commit_hook]\n"
+	    "\t[-l log_level] [-m copy|inplace] [-P denied_requests]\n"
+	    "\t[-p allowed_requests] [-s full|data|none] "
+	    "[-t staging_directory]\n"
+	    "\t[-u umask]\n"
 	    "       %s -Q protocol_feature\n"
 	    "       %s -S staging_directory\n",
 	    progname, progname, progname);
@@ -424,7 +428,9 @@ main(int argc, char **argv)
 	struct passwd *pw;
 	enum log_level level = LOG_LEVEL_ERROR;
 	int facility = LOG_AUTH, log_stderr = 0, ch, r, status, staging_on, tmpfile_on;
-	int have_sync = 0, have_modify = 0, have_staging = 0;
+	int have_sync = 0, have_modify = 0, have_staging = 0, have_xattr = 0;
+	int digest_on = 1;
+	unsigned long long check_max;
 	int bad_level = 0, bad_facility = 0, skipargs = 0;
 	enum expand_fail ef;
 	const char *progname, *tmp_tmpl = NULL, *env;
@@ -453,7 +459,7 @@ main(int argc, char **argv)
 #ifdef __GLIBC__
 	    "+"	/* stop at the first non-option word, as BSD does */
 #endif
-	    ":d:f:l:P:p:Q:u:c:ehRt:s:nm:S:")) != -1) {
+	    ":d:f:l:P:p:Q:u:c:ehRt:s:nm:S:xH:")) != -1) {
 		switch (ch) {
 		case 'Q':
 			if (strcasecmp(optarg, "requests") != 0) {
@@ -546,6 +552,12 @@ main(int argc, char **argv)
 		case 'S':
 			sweep_dir = optarg;
 			break;
+		case 'x':
+			have_xattr = 1;
+			break;
+		case 'H':
+			opts.hook.program = optarg;
+			break;
 		case 'h':
 		default:
 			usage(progname);
@@ -608,6 +620,42 @@ main(int argc, char **argv)
 	    *env != '\0' && parse_modify(env, &opts.stage.modify) != 0)
 		error("ATOMIC_UPLOAD_MODIFY=%s not understood: using copy",
 		    env);
+	/* Digests: on unless switched off; -x (or its variable) stores them
+	 * as an extended attribute, and needs them. */
+	if ((env = getenv("ATOMIC_UPLOAD_DIGEST")) != NULL && *env != '\0' &&
+	    parse_switch(env, &digest_on) != 0) {
+		error("ATOMIC_UPLOAD_DIGEST=%s not understood: digests stay on",
+		    env);
+		digest_on = 1;
+	}
+	if (!have_xattr && (env = getenv("ATOMIC_UPLOAD_XATTR")) != NULL &&
+	    *env != '\0' && parse_switch(env, &have_xattr) != 0) {
+		error("ATOMIC_UPLOAD_XATTR=%s not understood: no xattr", env);
+		have_xattr = 0;
+	}
+	opts.stage.digest = digest_on || have_xattr;
+	if (have_xattr)
+		opts.stage.digest_xattr = DIGEST_XATTR_NAME;
+	if (opts.stage.digest && !digest_available())
+		debug("built without OpenSSL: no upload digests");
+	if ((env = getenv("ATOMIC_UPLOAD_CHECK_FILE_MAX")) != NULL &&
+	    *env != '\0') {
+		if (parse_u64(env, &check_max) != 0 || check_max == 0)
+			error("ATOMIC_UPLOAD_CHECK_FILE_MAX=%s not understood: "
+			    "using %llu", env, CHECK_FILE_MAX_DEFAULT);
+		else
+			opts.check_file_max = check_max;
+	}
+	if (opts.hook.program == NULL &&
+	    (env = getenv("ATOMIC_UPLOAD_HOOK")) != NULL && *env != '\0')
+		opts.hook.program = env;
+	if (opts.hook.program != NULL) {
+		if (opts.hook.program[0] != '/')
+			fatal("-H %s: the commit hook must be an absolute path",
+			    opts.hook.program);
+		hook_settings_from_env(&opts.hook);
+	}
+
 	/* Staging off means stock behaviour: no fsync either, unless the
 	 * durability was asked for explicitly. */
 	if (opts.stage.disabled && !have_sync)
@@ -644,11 +692,15 @@ main(int argc, char **argv)
 			    tmpdir, swept, swept == 1 ? "" : "s");
 	}
 	debug("staging %s, durability %s, modify %s, staging directory %s, "
-	    "max handles %u", opts.stage.disabled ? "off" : "on",
+	    "max handles %u, digest %s%s, hook %s",
+	    opts.stage.disabled ? "off" : "on",
 	    stage_sync_name(opts.stage.sync),
 	    opts.stage.modify == STAGE_MODIFY_COPY ? "copy" : "inplace",
 	    tmpdir != NULL ? tmpdir : "(beside destination)",
-	    opts.max_handles);
+	    opts.max_handles,
+	    opts.stage.digest && digest_available() ? "sha256" : "off",
+	    opts.stage.digest_xattr != NULL ? " (xattr)" : "",
+	    opts.hook.program != NULL ? opts.hook.program : "none");
 
 	install_signals();
 	status = serve(s, &reason);

@@ -33,6 +33,8 @@
 #include <unistd.h>
 
 #include "atomic-upload.h"
+#include "digest.h"
+#include "hook.h"
 #include "log.h"
 #include "misc.h"
 #include "sftp-codec.h"
@@ -128,7 +130,9 @@ struct sftp_session {
 	int readonly;
 	int allowlist;		/* -p was given */
 	unsigned int max_handles;
+	unsigned long long check_file_max;
 	int initialised;
+	struct hook *hook;		/* -H, or NULL */
 
 	/* Why each request type is refused (enum refusal), by table index. */
 	unsigned char *refused;
@@ -179,7 +183,8 @@ static request_handler process_open, process_close, process_read,
     process_posix_rename, process_statvfs, process_fstatvfs,
     process_hardlink, process_fsync, process_lsetstat, process_limits,
     process_expand_path, process_copy_data, process_home_directory,
-    process_users_groups_by_id;
+    process_users_groups_by_id, process_check_file_name,
+    process_check_file_handle;
 
 /*
  * Every request, in the order stock lists them for -Q and advertises the
@@ -220,6 +225,15 @@ static const struct request_type request_types[] = {
 	    process_home_directory },
 	{ "users-groups-by-id", "users-groups-by-id@openssh.com", "1", 0, 0,
 	    process_users_groups_by_id },
+	/* Ours: draft-ietf-secsh-filexfer-extensions' check-file, advertised
+	 * as one "check-file" pair listing the algorithms (process_init);
+	 * paramiko sends the handle form under the bare name. */
+	{ "check-file-name", "check-file-name", NULL, 0, 0,
+	    process_check_file_name },
+	{ "check-file-handle", "check-file-handle", NULL, 0, 0,
+	    process_check_file_handle },
+	{ "check-file", "check-file", NULL, 0, 0,
+	    process_check_file_handle },
 };
 
 #define NREQUEST_TYPES	(sizeof(request_types) / sizeof(request_types[0]))
@@ -582,6 +596,16 @@ staged_failure_text(const struct stage_report *rep, char *buf, size_t len)
 
 /* Uploads in flight */
 
+/* The one log line per commit or abort, and the hook's event. */
+static void
+upload_report(struct sftp_session *s, const struct stage_report *rep,
+    int committed)
+{
+	log_stage(rep, committed);
+	if (s->hook != NULL)
+		hook_upload(s->hook, rep, committed);
+}
+
 /* The session's upload whose destination is directory (dev, ino), name
  * `name`; NULL if none.  A removed one has no name any more. */
 static struct upload *
@@ -660,21 +684,21 @@ upload_drop(struct sftp_session *s, struct handle *h, const char *reason,
 	}
 	if (reason != NULL) {
 		stage_abort(up->sf, reason, &rep);
-		log_stage(&rep, 0);
+		upload_report(s, &rep, 0);
 	} else if (up->removed) {
 		/* As stock's file, unlinked while open: gone at close. */
 		stage_abort(up->sf, "its name was removed before the close",
 		    &rep);
-		log_stage(&rep, 0);
+		upload_report(s, &rep, 0);
 	} else if (up->write_error != 0) {
 		snprintf(text, textlen, "write failed: %s",
 		    strerror(up->write_error));
 		stage_abort(up->sf, text, &rep);
-		log_stage(&rep, 0);
+		upload_report(s, &rep, 0);
 		r = ERR_FAILURE;
 	} else {
 		r = stage_commit(up->sf, &rep);
-		log_stage(&rep, r == 0);
+		upload_report(s, &rep, r == 0);
 		if (r != 0)
 			*msgp = staged_failure_text(&rep, text, textlen);
 	}
@@ -781,10 +805,24 @@ sftp_session_new(const struct sftp_server_opts *opts,
 	s->readonly = opts->readonly;
 	s->allowlist = opts->allowed != NULL;
 	s->max_handles = opts->max_handles;
+	s->check_file_max = opts->check_file_max != 0 ?
+	    opts->check_file_max : CHECK_FILE_MAX_DEFAULT;
 	if ((s->refused = calloc(NREQUEST_TYPES, 1)) == NULL)
 		r = ENOMEM;
 	if (r != 0)
 		goto out;
+	if (opts->hook.program != NULL) {
+		struct hook_opts ho = opts->hook;
+
+		ho.protocol = "sftp";
+		ho.user = s->user;
+		ho.client_addr = s->client_addr;
+		ho.sync = s->stage.sync;
+		if ((r = hook_new(&ho, &s->hook)) != 0)
+			goto out;
+		/* The hook is told the absolute path it was published at. */
+		s->stage.resolve_path = 1;
+	}
 	for (i = 0; i < NREQUEST_TYPES; i++) {
 		if (opts->denied != NULL &&
 		    name_in_list(opts->denied, request_types[i].name))
@@ -825,6 +863,8 @@ sftp_session_free(struct sftp_session *s, const char *reason)
 			handle_force_close(s, i,
 			    reason != NULL ? reason : "connection lost");
 	}
+	/* Hooks still queued run on after us; we do not wait for them. */
+	hook_free(s->hook);
 	logit("session closed for local user %s from [%s]", s->user,
 	    s->client_addr);
 	sftp_buf_free(&s->in);
@@ -1265,7 +1305,7 @@ process_open(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		struct stage_report rep;
 
 		stage_abort(sf, "open failed", &rep);
-		log_stage(&rep, 0);
+		upload_report(s, &rep, 0);
 	}
 	if (fd >= 0)
 		close(fd);
@@ -2231,6 +2271,193 @@ process_users_groups_by_id(struct sftp_session *s, uint32_t id,
 	return reply_end(s, id, mark);
 }
 
+/*
+ * check-file (draft-ietf-secsh-filexfer-extensions): hashes of a range of
+ * a file, whole or per block, with the first algorithm of the client's
+ * list that we have.  The reply is
+ *	string "check-file", string algorithm, byte[] hashes
+ * The range stops at the end of the file (a range beyond it hashes no
+ * bytes).  Limits: block size 0 or at least 256 (the draft's minimum);
+ * the hashes must fit one reply; at most s->check_file_max bytes per
+ * request, so a short request cannot make the server read without end.
+ */
+#define CHECK_FILE_MIN_BLOCK	256
+#define CHECK_FILE_MAX_REPLY	(SFTP_MAX_MSG - 1024)
+
+/* The first algorithm of a comma list that we can use; *namep and
+ * *namelenp give the client's spelling of it, for the reply. */
+static const struct digest_algo *
+pick_algorithm(const u_char *list, size_t len, const u_char **namep,
+    size_t *namelenp)
+{
+	const struct digest_algo *a;
+	size_t i = 0, j;
+
+	while (i <= len) {
+		for (j = i; j < len && list[j] != ','; j++)
+			;
+		if (j > i && (a = digest_algo_find((const char *)list + i,
+		    j - i)) != NULL) {
+			*namep = list + i;
+			*namelenp = j - i;
+			return a;
+		}
+		i = j + 1;
+	}
+	return NULL;
+}
+
+static int
+check_file(struct sftp_session *s, uint32_t id, struct sftp_buf *msg,
+    const char *label, int fd)
+{
+	const struct digest_algo *algo;
+	struct digest_ctx *ctx = NULL;
+	const u_char *list, *aname = NULL;
+	u_char md[DIGEST_MAX_SIZE], *p;
+	uint64_t start, length, end, off, nblocks;
+	uint32_t block;
+	size_t listlen, alen = 0, mark, dsize;
+	struct stat st;
+	off_t want, done;
+	int r;
+
+	if ((r = sftp_get_string(msg, &list, &listlen)) != 0 ||
+	    (r = sftp_get_u64(msg, &start)) != 0 ||
+	    (r = sftp_get_u64(msg, &length)) != 0 ||
+	    (r = sftp_get_u32(msg, &block)) != 0)
+		return r;
+	logit("check-file \"%s\" algorithms \"%.*s\" start %llu length %llu "
+	    "block %u", label, (int)(listlen > 100 ? 100 : listlen),
+	    (const char *)list, (unsigned long long)start,
+	    (unsigned long long)length, block);
+	if ((algo = pick_algorithm(list, listlen, &aname, &alen)) == NULL)
+		return send_status_msg(s, id, SSH2_FX_OP_UNSUPPORTED,
+		    digest_available() ? "No supported hash algorithm" :
+		    "Hashing not available in this build");
+	if (block != 0 && block < CHECK_FILE_MIN_BLOCK)
+		return send_status_msg(s, id, SSH2_FX_FAILURE,
+		    "Block size below 256");
+	if (start > INT64_MAX || length > INT64_MAX - start)
+		return send_status_msg(s, id, SSH2_FX_FAILURE,
+		    "Range out of bounds");
+	if (fstat(fd, &st) != 0)
+		return errno;
+	if (S_ISDIR(st.st_mode))
+		return send_status_msg(s, id, SSH2_FX_FAILURE,
+		    "Is a directory");
+	if (!S_ISREG(st.st_mode))
+		return send_status_msg(s, id, SSH2_FX_FAILURE,
+		    "Not a regular file");
+	end = length == 0 ? (uint64_t)st.st_size : start + length;
+	if (end > (uint64_t)st.st_size)
+		end = (uint64_t)st.st_size;
+	if (start > end)
+		start = end;
+	if (end - start > s->check_file_max) {
+		char text[128];
+
+		snprintf(text, sizeof(text), "Range too large: at most %llu "
+		    "bytes per request", s->check_file_max);
+		return send_status_msg(s, id, SSH2_FX_FAILURE, text);
+	}
+	dsize = digest_algo_size(algo);
+	nblocks = block == 0 ? 1 : (end - start + block - 1) / block;
+	if (block != 0 && end == start)
+		nblocks = 0;
+	if (nblocks > (CHECK_FILE_MAX_REPLY - 64 - alen) / dsize)
+		return send_status_msg(s, id, SSH2_FX_FAILURE,
+		    "Too many blocks for one reply");
+	if ((r = digest_start(algo, &ctx)) != 0)
+		return r;
+	if ((r = reply_begin(s, SSH2_FXP_EXTENDED_REPLY, id, &mark)) != 0)
+		goto out;
+	if ((r = sftp_put_cstring(&s->out, "check-file")) != 0 ||
+	    (r = sftp_put_string(&s->out, aname, alen)) != 0)
+		goto cancel;
+	off = start;
+	do {
+		want = (off_t)(block == 0 ? end - off :
+		    (end - off < block ? end - off : block));
+		if ((r = digest_fd(ctx, fd, (off_t)off, want, &done)) != 0) {
+			error("check-file \"%s\": read: %s", label,
+			    strerror(r));
+			goto cancel;
+		}
+		if ((r = digest_finish(ctx, md)) != 0)
+			goto cancel;
+		/* Raw hashes, back to back: no length before them. */
+		if ((r = sftp_buf_reserve(&s->out, dsize, &p)) != 0)
+			goto cancel;
+		memcpy(p, md, dsize);
+		off += (uint64_t)want;
+		if (done < want)
+			break;		/* the file shrank meanwhile */
+	} while (off < end);
+	r = reply_end(s, id, mark);
+	goto out;
+ cancel:
+	sftp_put_mark_cancel(&s->out, mark);
+ out:
+	digest_free(ctx);
+	return r;
+}
+
+static int
+process_check_file_name(struct sftp_session *s, uint32_t id,
+    struct sftp_buf *msg)
+{
+	struct upload *up;
+	int r, fd = -1;
+
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0)
+		return r;
+	debug3("request %u: check-file-name \"%s\"", id, s->path1);
+	/* The session's own upload: its staged data, read through a
+	 * descriptor the kernel opens for reading. */
+	if ((up = upload_find(s, s->path1)) != NULL)
+		r = stage_reopen(up->sf, O_RDONLY, &fd);
+	else if ((fd = open(s->path1, O_RDONLY | O_NONBLOCK | O_NOCTTY |
+	    O_CLOEXEC)) < 0)
+		r = errno;
+	if (r != 0)
+		return r;
+	r = check_file(s, id, msg, s->path1, fd);
+	close(fd);
+	return r;
+}
+
+static int
+process_check_file_handle(struct sftp_session *s, uint32_t id,
+    struct sftp_buf *msg)
+{
+	struct handle *h;
+	int r, fd, fl, own = -1;
+
+	if ((r = get_handle(s, msg, HANDLE_FILE, NULL, &h)) != 0 &&
+	    r != ENOENT)
+		return r;
+	if (h == NULL) {
+		/* Parse the rest before answering, as for every request. */
+		return ERR_FAILURE;
+	}
+	debug3("request %u: check-file-handle \"%s\"", id, h->path);
+	fd = handle_fd(h);
+	/* An upload's data is hashed as it stands: through its readable
+	 * descriptor, or one the kernel opens for reading (a file written
+	 * in place through a write-only descriptor). */
+	if ((fl = fcntl(fd, F_GETFL)) >= 0 && (fl & O_ACCMODE) == O_WRONLY) {
+		if (h->sf == NULL || (r = stage_reopen(h->sf, O_RDONLY,
+		    &own)) != 0)
+			return r != 0 ? r : EBADF;
+		fd = own;
+	}
+	r = check_file(s, id, msg, h->path, fd);
+	if (own >= 0)
+		close(own);
+	return r;
+}
+
 /* Dispatch */
 
 static int
@@ -2238,7 +2465,8 @@ process_init(struct sftp_session *s, struct sftp_buf *msg)
 {
 	uint32_t version = 0;
 	size_t mark, i;
-	int r;
+	char algos[64];
+	int r, check_file = 0;
 
 	if (sftp_get_u32(msg, &version) != 0)
 		error("INIT without a version: answering anyway");
@@ -2275,10 +2503,20 @@ process_init(struct sftp_session *s, struct sftp_buf *msg)
 			    "disallowed extension %s", rt->ext_name);
 			continue;
 		}
+		if (rt->ext_version == NULL) {
+			check_file = 1;
+			continue;
+		}
 		if ((r = sftp_put_cstring(&s->out, rt->ext_name)) != 0 ||
 		    (r = sftp_put_cstring(&s->out, rt->ext_version)) != 0)
 			goto fail;
 	}
+	/* As ProFTPD and paramiko announce it: the algorithms offered. */
+	digest_algo_list(algos, sizeof(algos));
+	if (check_file && algos[0] != '\0' &&
+	    ((r = sftp_put_cstring(&s->out, "check-file")) != 0 ||
+	    (r = sftp_put_cstring(&s->out, algos)) != 0))
+		goto fail;
 	if ((r = sftp_put_mark_end(&s->out, mark, SFTP_MAX_MSG)) != 0)
 		goto fail;
 	s->initialised = 1;

@@ -14,6 +14,7 @@
 #include <stddef.h>
 
 #include "atomic-upload.h"
+#include "hook.h"
 
 struct sftp_server_opts {
 	const char *user;		/* session user, for logs and ~ */
@@ -24,7 +25,15 @@ struct sftp_server_opts {
 	const char *denied;		/* -P: comma list, applied first */
 	unsigned int max_handles;	/* 0: no limit of our own */
 	struct stage_opts stage;	/* how uploads are staged */
+	/* -H: the commit hook (hook.program NULL: none); the session fills
+	 * in protocol, user, address and durability itself. */
+	struct hook_opts hook;
+	/* check-file: most bytes one request may hash; 0 means
+	 * CHECK_FILE_MAX_DEFAULT. */
+	unsigned long long check_file_max;
 };
+
+#define CHECK_FILE_MAX_DEFAULT	(64ULL << 30)	/* 64 GiB */
 
 struct sftp_session;
 
