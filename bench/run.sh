@@ -292,10 +292,14 @@ select_variant() {
 		VARIANT_SCP=$STOCK_SCP
 		VARIANT_LEVEL=""
 		;;
-	none|data|full|few|many)
+	none|data|full|few|many|nodigest)
 		VARIANT_LEVEL=$1
-		case $1 in few|many) VARIANT_LEVEL=none ;; esac
+		case $1 in few|many|nodigest) VARIANT_LEVEL=none ;; esac
 		VARIANT_SFTP=$OURS_SFTP
+		# The digest's cost: the same server with digests off
+		# (env runs it in place: rusage still sees the server).
+		[ "$1" = nodigest ] && [ "$OURS_IS_STOCK" = 0 ] &&
+		    VARIANT_SFTP="env ATOMIC_UPLOAD_DIGEST=off $OURS_SFTP"
 		if [ "$OURS_IS_STOCK" = 1 ]; then
 			VARIANT_SFTP_ARGS=""
 		else
@@ -485,7 +489,7 @@ started=$EPOCHREALTIME
 for case in $CASES; do
 	say "# bench: case $case"
 	case $case in
-	a) run_interleaved a stock $LEVELS dd ;;
+	a) run_interleaved a stock $LEVELS nodigest dd ;;
 	b) run_interleaved b stock $LEVELS floor ;;
 	c|e)
 		if [ -n "$SKIP_SSHD" ]; then skip_case "$case" "$SKIP_SSHD"; continue; fi
@@ -493,7 +497,11 @@ for case in $CASES; do
 			skip_case e "libssh2 (libssh2-1-dev) not available"
 			continue
 		fi
-		run_interleaved "$case" stock $LEVELS
+		if [ "$case" = c ]; then
+			run_interleaved c stock $LEVELS nodigest
+		else
+			run_interleaved "$case" stock $LEVELS
+		fi
 		;;
 	d)
 		if [ -n "$SKIP_SSHD" ]; then skip_case d "$SKIP_SSHD"; continue; fi
@@ -684,6 +692,23 @@ END {
 			val = ratio(c["a.none"], c["a.stock"])
 		target("a.none.cpu_per_gib", val, "0.70", "<=",
 		    "server CPU s/GiB, ours none " ours_g " / stock " stock_g)
+	}
+	# The SHA-256 of every upload (issue 15): ours none with digests
+	# against ours none without, and the CPU it adds per GiB.
+	split("a c", dg, " ")
+	for (i = 1; i <= 2; i++) {
+		cs = dg[i]
+		if (!((cs ".nodigest") in nrun)) continue
+		val = "n/a"; extra = "n/a"
+		if (has(cs ".none") && has(cs ".nodigest")) {
+			val = ratio(w[cs ".none"], w[cs ".nodigest"])
+			if (c[cs ".none"] != "" && c[cs ".nodigest"] != "")
+				extra = sprintf("%.3f", (c[cs ".none"] - \
+				    c[cs ".nodigest"]) * 1024 / size_mb)
+		}
+		printf "METRIC %s.digest.cpu_s_per_gib %s\n", cs, extra
+		target(cs ".digest.wall_ratio", val, "1.05", "<=",
+		    "none with SHA-256 / none without; digest CPU s/GiB " extra)
 	}
 	ddw = has("a.dd") ? w["a.dd"] : ""
 	for (i = 1; i <= 5; i++) {

@@ -18,7 +18,10 @@ au_defaults_file='@DEFAULTS_FILE@'
 # file, even when empty: the file holds the site's defaults, the session
 # may be more specific.  Our scp's own flags win over both.
 au_settings='ATOMIC_UPLOAD_TMPDIR ATOMIC_UPLOAD_SYNC ATOMIC_UPLOAD_STAGING
-ATOMIC_UPLOAD_MODIFY ATOMIC_UPLOAD_LOG ATOMIC_UPLOAD_FALLBACK'
+ATOMIC_UPLOAD_MODIFY ATOMIC_UPLOAD_LOG ATOMIC_UPLOAD_FALLBACK
+ATOMIC_UPLOAD_DIGEST ATOMIC_UPLOAD_XATTR ATOMIC_UPLOAD_HOOK
+ATOMIC_UPLOAD_HOOK_ABORTS ATOMIC_UPLOAD_HOOK_TIMEOUT
+ATOMIC_UPLOAD_HOOK_MAX_RUNNING'
 
 log_to_syslog() {
 	# $1 priority, $2 message.  No logger, no /dev/null (a chroot) must
