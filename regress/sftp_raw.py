@@ -1116,7 +1116,7 @@ def run_malformed(tap, base):
 # -------------------------------------------------------------- logs
 
 COMMIT_RE = (r'commit "%s" bytes %d seconds [0-9]+(\.[0-9]+)? '
-             r'method (tmpfile|named|direct)$')
+             r'method (tmpfile|named|direct)( sha256 [0-9a-f]{64})?$')
 ABORT_RE = (r'abort "%s" bytes %d seconds [0-9]+(\.[0-9]+)? '
             r'method (tmpfile|named|direct) reason "[^"]+"$')
 
