@@ -100,10 +100,19 @@ both -P posix-rename
 same_as_stock "-P posix-rename: plain rename, never replacing"
 
 # 3. -Q and usage errors: same output and exit status.
+#    Ours lists its three check-file requests after stock's list.
 for q in requests REQUESTS; do
 	a=$("$SFTP_SERVER" -Q $q 2>&1; echo "exit $?")
 	b=$("$STOCK_SFTP_SERVER" -Q $q 2>&1; echo "exit $?")
-	check "-Q $q: same list and status as stock" test "$a" = "$b"
+	extra=$(printf '%s\n' "$a" | grep '^check-file' | tr '\n' ' ')
+	case $extra in
+	''|'check-file-name check-file-handle check-file ') ;;
+	*) extra="unexpected: $extra" ;;
+	esac
+	a=$(printf '%s\n' "$a" | grep -v '^check-file')
+	case $extra in unexpected*) a="$a (and $extra)" ;; esac
+	check "-Q $q: same list and status as stock (ours adds: ${extra:-nothing})" \
+	    test "$a" = "$b"
 done
 # Every command line below, run by ours and by stock with no client
 # (stdin /dev/null): the same exit status, standard output, standard
@@ -138,8 +147,10 @@ run_cmdline() {
 	fi
 }
 # cmdline_as_stock ARGS...: same exit status, output and syslog lines.
+# -Q requests lists our three check-file requests after stock's (issue 15):
+# checked on their own below, left out of the comparison.
 cmdline_as_stock() {
-	run_cmdline ours "$@" >"$WORK/cmd.ours" 2>&1
+	run_cmdline ours "$@" 2>&1 | grep -v '^stdout: check-file' >"$WORK/cmd.ours"
 	run_cmdline stock "$@" >"$WORK/cmd.stock" 2>&1
 	if cmp -s "$WORK/cmd.ours" "$WORK/cmd.stock"; then
 		ok "$(printf '%.60s' "$*"): same as stock ($(grep -v '^stdout' "$WORK/cmd.ours" | tr '\n' ' ' | cut -c1-110))"
@@ -331,6 +342,8 @@ for lv in INFO VERBOSE DEBUG1 DEBUG2 "DEBUG2 -R" \
 		grep -v -e '^exit ' -e '^sftp> ' -e '^Remote working' "$WORK/out.$who" |
 		    grep -v -e '^commit "' -e '^abort "' -e '^unchanged "' -e '^stage "' |
 		    grep -v -e '^debug1: staging ' -e '^debug1: .*users.groups.by.id' |
+		    grep -v -e '^Refusing non-allowlisted check-file' \
+		        -e 'refusing to advertise disallowed extension check-file' |
 		    sed 's/^\(users-groups-by-id:\) .*/\1 N/' >"$WORK/log.$who"
 	done
 	if cmp -s "$WORK/log.ours" "$WORK/log.stock"; then
