@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 #include <syslog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "atomic-upload.h"
@@ -21,6 +22,17 @@ static struct {
 	void (*fatal_hook)(void);
 	void (*sink)(enum log_level, const char *);
 } logstate = { "", LOG_LEVEL_ERROR, LOG_AUTH, 1, 0, NULL, NULL };
+
+/* A log file or a terminal, as opposed to a pipe or socket that
+ * belongs to the connection. */
+static int
+stderr_is_file(void)
+{
+	struct stat st;
+
+	return fstat(STDERR_FILENO, &st) == 0 &&
+	    (S_ISREG(st.st_mode) || S_ISCHR(st.st_mode));
+}
 
 static const struct {
 	const char *name;
@@ -118,6 +130,17 @@ enum log_level
 log_get_level(void)
 {
 	return logstate.level;
+}
+
+void
+log_detach(void)
+{
+	/* Whatever glibc holds is closed; the next line reopens syslog
+	 * with our ident and facility. */
+	closelog();
+	logstate.syslog_open = 0;
+	if (logstate.to_stderr && !stderr_is_file())
+		logstate.to_stderr = 0;
 }
 
 void

@@ -25,6 +25,14 @@ void log_init(const char *progname, enum log_level level, int facility,
 /* Close syslog and return to defaults (stderr, ERROR). */
 void log_reset(void);
 enum log_level log_get_level(void);
+/*
+ * For a process that leaves the session (the hook runner): syslog is
+ * closed, to be reopened with the same ident and facility at the next
+ * line, and lines that went to a standard error that is not a file or a
+ * terminal (the connection's pipe, about to be let go) go to syslog.
+ * Call it after standard error has been replaced, or before.
+ */
+void log_detach(void);
 
 /* Names as stock accepts them (case-insensitive); 0 or -1 if unknown. */
 int log_parse_level(const char *name, enum log_level *out);
