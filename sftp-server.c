@@ -2307,38 +2307,56 @@ pick_algorithm(const u_char *list, size_t len, const u_char **namep,
 	return NULL;
 }
 
+/* A check-file request's fields after its name or handle. */
+struct check_file_req {
+	const u_char *list;
+	size_t listlen;
+	uint64_t start;
+	uint64_t length;
+	uint32_t block;
+};
+
 static int
-check_file(struct sftp_session *s, uint32_t id, struct sftp_buf *msg,
-    const char *label, int fd)
+check_file_parse(struct sftp_buf *msg, struct check_file_req *cf)
+{
+	int r;
+
+	if ((r = sftp_get_string(msg, &cf->list, &cf->listlen)) != 0 ||
+	    (r = sftp_get_u64(msg, &cf->start)) != 0 ||
+	    (r = sftp_get_u64(msg, &cf->length)) != 0 ||
+	    (r = sftp_get_u32(msg, &cf->block)) != 0)
+		return r;
+	return 0;
+}
+
+static int
+check_file(struct sftp_session *s, uint32_t id,
+    const struct check_file_req *cf, const char *label, int fd)
 {
 	const struct digest_algo *algo;
 	struct digest_ctx *ctx = NULL;
-	const u_char *list, *aname = NULL;
+	const u_char *aname = NULL;
 	u_char md[DIGEST_MAX_SIZE], *p;
-	uint64_t start, length, end, off, nblocks;
-	uint32_t block;
-	size_t listlen, alen = 0, mark, dsize;
+	uint64_t start = cf->start, end, off, nblocks, n;
+	uint32_t block = cf->block;
+	size_t alen = 0, mark, dsize;
 	struct stat st;
 	off_t want, done;
 	int r;
 
-	if ((r = sftp_get_string(msg, &list, &listlen)) != 0 ||
-	    (r = sftp_get_u64(msg, &start)) != 0 ||
-	    (r = sftp_get_u64(msg, &length)) != 0 ||
-	    (r = sftp_get_u32(msg, &block)) != 0)
-		return r;
 	logit("check-file \"%s\" algorithms \"%.*s\" start %llu length %llu "
-	    "block %u", label, (int)(listlen > 100 ? 100 : listlen),
-	    (const char *)list, (unsigned long long)start,
-	    (unsigned long long)length, block);
-	if ((algo = pick_algorithm(list, listlen, &aname, &alen)) == NULL)
+	    "block %u", label, (int)(cf->listlen > 100 ? 100 : cf->listlen),
+	    (const char *)cf->list, (unsigned long long)cf->start,
+	    (unsigned long long)cf->length, block);
+	if ((algo = pick_algorithm(cf->list, cf->listlen, &aname,
+	    &alen)) == NULL)
 		return send_status_msg(s, id, SSH2_FX_OP_UNSUPPORTED,
 		    digest_available() ? "No supported hash algorithm" :
 		    "Hashing not available in this build");
 	if (block != 0 && block < CHECK_FILE_MIN_BLOCK)
 		return send_status_msg(s, id, SSH2_FX_FAILURE,
 		    "Block size below 256");
-	if (start > INT64_MAX || length > INT64_MAX - start)
+	if (cf->start > INT64_MAX || cf->length > INT64_MAX - cf->start)
 		return send_status_msg(s, id, SSH2_FX_FAILURE,
 		    "Range out of bounds");
 	if (fstat(fd, &st) != 0)
@@ -2349,7 +2367,7 @@ check_file(struct sftp_session *s, uint32_t id, struct sftp_buf *msg,
 	if (!S_ISREG(st.st_mode))
 		return send_status_msg(s, id, SSH2_FX_FAILURE,
 		    "Not a regular file");
-	end = length == 0 ? (uint64_t)st.st_size : start + length;
+	end = cf->length == 0 ? (uint64_t)st.st_size : start + cf->length;
 	if (end > (uint64_t)st.st_size)
 		end = (uint64_t)st.st_size;
 	if (start > end)
@@ -2361,10 +2379,10 @@ check_file(struct sftp_session *s, uint32_t id, struct sftp_buf *msg,
 		    "bytes per request", s->check_file_max);
 		return send_status_msg(s, id, SSH2_FX_FAILURE, text);
 	}
+	/* Whole range: one hash, of nothing if the range is empty.  Per
+	 * block: one hash per block there is, none for an empty range. */
 	dsize = digest_algo_size(algo);
 	nblocks = block == 0 ? 1 : (end - start + block - 1) / block;
-	if (block != 0 && end == start)
-		nblocks = 0;
 	if (nblocks > (CHECK_FILE_MAX_REPLY - 64 - alen) / dsize)
 		return send_status_msg(s, id, SSH2_FX_FAILURE,
 		    "Too many blocks for one reply");
@@ -2375,8 +2393,7 @@ check_file(struct sftp_session *s, uint32_t id, struct sftp_buf *msg,
 	if ((r = sftp_put_cstring(&s->out, "check-file")) != 0 ||
 	    (r = sftp_put_string(&s->out, aname, alen)) != 0)
 		goto cancel;
-	off = start;
-	do {
+	for (n = 0, off = start; n < nblocks; n++) {
 		want = (off_t)(block == 0 ? end - off :
 		    (end - off < block ? end - off : block));
 		if ((r = digest_fd(ctx, fd, (off_t)off, want, &done)) != 0) {
@@ -2393,7 +2410,7 @@ check_file(struct sftp_session *s, uint32_t id, struct sftp_buf *msg,
 		off += (uint64_t)want;
 		if (done < want)
 			break;		/* the file shrank meanwhile */
-	} while (off < end);
+	}
 	r = reply_end(s, id, mark);
 	goto out;
  cancel:
@@ -2407,10 +2424,12 @@ static int
 process_check_file_name(struct sftp_session *s, uint32_t id,
     struct sftp_buf *msg)
 {
+	struct check_file_req cf;
 	struct upload *up;
 	int r, fd = -1;
 
-	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0)
+	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0 ||
+	    (r = check_file_parse(msg, &cf)) != 0)
 		return r;
 	debug3("request %u: check-file-name \"%s\"", id, s->path1);
 	/* The session's own upload: its staged data, read through a
@@ -2422,7 +2441,7 @@ process_check_file_name(struct sftp_session *s, uint32_t id,
 		r = errno;
 	if (r != 0)
 		return r;
-	r = check_file(s, id, msg, s->path1, fd);
+	r = check_file(s, id, &cf, s->path1, fd);
 	close(fd);
 	return r;
 }
@@ -2431,16 +2450,17 @@ static int
 process_check_file_handle(struct sftp_session *s, uint32_t id,
     struct sftp_buf *msg)
 {
+	struct check_file_req cf;
 	struct handle *h;
 	int r, fd, fl, own = -1;
 
 	if ((r = get_handle(s, msg, HANDLE_FILE, NULL, &h)) != 0 &&
 	    r != ENOENT)
 		return r;
-	if (h == NULL) {
-		/* Parse the rest before answering, as for every request. */
+	if ((r = check_file_parse(msg, &cf)) != 0)
+		return r;
+	if (h == NULL)
 		return ERR_FAILURE;
-	}
 	debug3("request %u: check-file-handle \"%s\"", id, h->path);
 	fd = handle_fd(h);
 	/* An upload's data is hashed as it stands: through its readable
@@ -2452,7 +2472,7 @@ process_check_file_handle(struct sftp_session *s, uint32_t id,
 			return r != 0 ? r : EBADF;
 		fd = own;
 	}
-	r = check_file(s, id, msg, h->path, fd);
+	r = check_file(s, id, &cf, h->path, fd);
 	if (own >= 0)
 		close(own);
 	return r;

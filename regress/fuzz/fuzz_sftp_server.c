@@ -198,6 +198,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    STAGE_MODIFY_COPY;
 	opts.stage.disabled = (o & OPT_DISABLED) != 0;
 	opts.stage.no_tmpfile = (o & OPT_NO_TMPFILE) != 0;
+	/* Digests as shipped (on), stored as an xattr in half the runs;
+	 * check-file limited so a fuzzed range stays cheap. */
+	opts.stage.digest = 1;
+	opts.stage.digest_xattr = (o & OPT_LIMITS) ? "user.sha256" : NULL;
+	opts.check_file_max = 1 << 20;
 	opts.stage.tmpdir = (o & OPT_TMPDIR) ? stagedir : NULL;
 	if (sftp_session_new(&opts, &s) != 0)
 		die("session");

@@ -161,6 +161,20 @@ def server_seeds():
     seeds["users-groups-by-id"] = new().ext(
         "users-groups-by-id@openssh.com", s(u32(0) + u32(1)),
         s(u32(0) + u32(65534)))
+    seeds["check-file"] = (new().ext("check-file-name", s("f"),
+                                     s("crc32,sha-256,md5"), u64(0), u64(0),
+                                     u32(0))
+                           .ext("check-file-name", s("f"), s("sha512"),
+                                u64(1), u64(300), u32(256))
+                           .req(OPEN, s("c"), u32(wr), attrs())
+                           .req(WRITE, H0, u64(0), s(b"x" * 300))
+                           .ext("check-file-handle", H0, s("sha1"), u64(0),
+                                u64(0), u32(0))
+                           .ext("check-file", H0, s("md5"), u64(0), u64(0),
+                                u32(256))
+                           .ext("check-file-name", s("c"), s("sha-224"),
+                                u64(0), u64(0), u32(0))
+                           .req(CLOSE, H0))
     seeds["unknown"] = new().req(99).ext("nope@example.com")
     seeds["before-init"] = Stream().req(STAT, s("f")).init()
     out = {}
