@@ -78,6 +78,9 @@ struct stage_report {
 	off_t digest_reread;	/* bytes read back to finish it (data that
 				 * arrived out of order or was modified) */
 	int xattr_error;	/* storing it as an xattr failed (errno) */
+	off_t digest_holes;	/* not computed: the file is this many bytes
+				 * of holes (one write far past the end, or a
+				 * truncation that extends), too many to hash */
 	/* With stage_opts.resolve_path: the absolute path the content was
 	 * published under (symbolic links resolved), "" if unknown. */
 	char final_path[4096];

@@ -313,6 +313,16 @@ stream_digest_truncate(struct stream_digest *sd, off_t size)
 		sd->stale = 1;
 }
 
+off_t
+stream_digest_pending(const struct stream_digest *sd, off_t size)
+{
+	if (sd->ctx == NULL)
+		return 0;
+	if (sd->stale || sd->hashed > size)
+		return size;
+	return size - sd->hashed;
+}
+
 int
 stream_digest_finish(struct stream_digest *sd, int fd, off_t size,
     char *hex, off_t *reread)

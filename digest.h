@@ -75,6 +75,9 @@ void stream_digest_write(struct stream_digest *sd, const void *buf,
 /* A write whose offset is not known (O_APPEND in place): start over. */
 void stream_digest_unknown(struct stream_digest *sd);
 void stream_digest_truncate(struct stream_digest *sd, off_t size);
+/* How many bytes stream_digest_finish() would read back for a file of
+ * `size` bytes. */
+off_t stream_digest_pending(const struct stream_digest *sd, off_t size);
 /* Complete it from `fd` (readable, `size` bytes): hex into `hex`
  * (65 bytes), bytes read back into *reread. */
 int stream_digest_finish(struct stream_digest *sd, int fd, off_t size,

@@ -281,6 +281,10 @@ log_stage(const struct stage_report *rep, int committed)
 		do_log(LOG_LEVEL_VERBOSE, "digest \"%s\": %lld bytes read back "
 		    "(written out of order or modified)", rep->path,
 		    (long long)rep->digest_reread);
+	if (rep->digest_holes > 0)
+		do_log(LOG_LEVEL_INFO, "digest \"%s\": not computed: %lld bytes "
+		    "of holes would have to be read back", rep->path,
+		    (long long)rep->digest_holes);
 	if (rep->xattr_error != 0)
 		do_log(LOG_LEVEL_ERROR, "digest \"%s\": not stored as an "
 		    "extended attribute: %s", rep->path,
