@@ -965,8 +965,10 @@ materialise(struct staged_file *sf, off_t limit)
 		sf->changed = 1;
 		return 0;
 	}
-	/* Give the space back at once; the commit will fail. */
-	(void)ftruncate(sf->fd, 0);
+	/* Give the space back at once; the commit will fail anyway, so a
+	 * failure here changes nothing. */
+	if (ftruncate(sf->fd, 0) != 0)
+		sf->copy_error = r;
 	sf->copy_error = r;
 	return r;
 }

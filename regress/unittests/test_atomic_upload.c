@@ -2206,7 +2206,8 @@ plant_symlinks(const char *stg, const char *base, const char *victim,
 		snprintf(name, sizeof(name), "%.*s%s%s", (int)(s - t), t,
 		    base, s + 2);
 		join(path, sizeof(path), stg, name);
-		(void)symlink(victim, path);
+		if (symlink(victim, path) != 0 && errno != EEXIST)
+			test_diag("symlink %s: %s", path, strerror(errno));
 	}
 	for (i = 0; i < random_count; i++) {
 		for (j = 0; j < 16; j++)
@@ -2215,10 +2216,12 @@ plant_symlinks(const char *stg, const char *base, const char *victim,
 		snprintf(name, sizeof(name), ".%s.%s", base,
 		    i % 2 ? rnd : rnd + 10);
 		join(path, sizeof(path), stg, name);
-		(void)symlink(victim, path);
+		if (symlink(victim, path) != 0 && errno != EEXIST)
+			test_diag("symlink %s: %s", path, strerror(errno));
 		snprintf(name, sizeof(name), ".%s.au-%s", base, rnd);
 		join(path, sizeof(path), stg, name);
-		(void)symlink(victim, path);
+		if (symlink(victim, path) != 0 && errno != EEXIST)
+			test_diag("symlink %s: %s", path, strerror(errno));
 	}
 }
 

@@ -457,7 +457,8 @@ cleanup(void)
 
 	if (scratch[0] != '\0' && getenv("TEST_KEEP") == NULL) {
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", scratch);
-		(void)system(cmd);
+		if (system(cmd) != 0)
+			test_diag("could not remove %s", scratch);
 	}
 }
 

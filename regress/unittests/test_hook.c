@@ -191,6 +191,19 @@ log_has(const char *needle)
 	return strstr(buf, needle) != NULL;
 }
 
+/* The hex mask that follows `needle` in the log, or ~0 if absent. */
+static unsigned long long
+log_mask(const char *needle)
+{
+	static char buf[1024 * 1024];
+	const char *p;
+
+	if (read_text(logpath, buf, sizeof(buf)) != 0 ||
+	    (p = strstr(buf, needle)) == NULL)
+		return ~0ULL;
+	return strtoull(p + strlen(needle), NULL, 16);
+}
+
 static int
 wait_for_log(const char *needle, double secs)
 {
@@ -472,8 +485,14 @@ test_signals(void)
 	ASSERT_TRUE(wait_for_log("hook \"/proc/self/status\": exit 0", 5));
 	ASSERT_TRUE(log_has("hook \"/proc/self/status\": "
 	    "SigBlk:?0000000000000000\r\n"));
-	ASSERT_TRUE(log_has("hook \"/proc/self/status\": "
-	    "SigIgn:?0000000000000000\r\n"));
+	/*
+	 * Signals 32 and 33 are the C library's own (thread cancellation,
+	 * setxid): glibc will not change their disposition, and GNU make
+	 * 4.3 starts its commands with them ignored.  Every other signal
+	 * must be at its default.
+	 */
+	ASSERT_INT_EQ(log_mask("hook \"/proc/self/status\": SigIgn:?") &
+	    ~(3ULL << 31), 0);
  out:
 	hook_free(h);
 	TEST_DONE();
