@@ -138,6 +138,9 @@ struct staged_file {
 	const char *note;
 
 	struct stream_digest dg;	/* SHA-256 as the data arrives */
+	int digest_deferred;		/* ... hashed in idle moments */
+	int digest_idle_failed;		/* ... which failed: left to the
+					 * commit (no busy loop on it) */
 	const char *digest_xattr;	/* store it under this name, or NULL */
 	int resolve_path;		/* report the absolute final path */
 	char sha256[65];		/* at commit, "" if not known */
@@ -1339,6 +1342,10 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 		/* Without OpenSSL (ENOTSUP) the upload simply has none. */
 		(void)stream_digest_start(&sf->dg);
 		sf->digest_xattr = opts->digest_xattr;
+		/* A file written in place may not be readable through
+		 * its descriptor: hashed on the way through. */
+		sf->digest_deferred = opts->digest_deferred &&
+		    sf->method != STAGE_DIRECT;
 	}
 	sf->resolve_path = opts->resolve_path;
 	registry_add(sf);
@@ -1391,7 +1398,7 @@ static void
 write_behind(struct staged_file *sf, off_t end)
 {
 #if defined(HAVE_SYNC_FILE_RANGE)
-	off_t upto;
+	off_t upto, drop;
 
 	if (sf->sync == STAGE_SYNC_NONE || sf->method == STAGE_DIRECT ||
 	    end < sf->wb_started + WB_CHUNK)
@@ -1405,9 +1412,15 @@ write_behind(struct staged_file *sf, off_t end)
 		    upto - sf->wb_waited, SYNC_FILE_RANGE_WAIT_BEFORE |
 		    SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
 # ifdef HAVE_POSIX_FADVISE
-		/* Clean now: no reason to keep an upload in the cache. */
-		(void)posix_fadvise(sf->fd, sf->wb_waited,
-		    upto - sf->wb_waited, POSIX_FADV_DONTNEED);
+		/* Clean now: no reason to keep an upload in the cache,
+		 * except what a deferred digest has still to read. */
+		drop = upto;
+		if (sf->dg.ctx != NULL && sf->digest_deferred &&
+		    sf->dg.hashed < drop)
+			drop = sf->dg.hashed;
+		if (drop > sf->wb_waited)
+			(void)posix_fadvise(sf->fd, sf->wb_waited,
+			    drop - sf->wb_waited, POSIX_FADV_DONTNEED);
 # endif
 		sf->wb_waited = upto;
 	}
@@ -1475,6 +1488,8 @@ write_data(struct staged_file *sf, const void *buf, size_t len, off_t off,
 	}
 	if (at_end && sf->method == STAGE_DIRECT)
 		stream_digest_unknown(&sf->dg);	/* O_APPEND: where was it? */
+	else if (sf->digest_deferred)
+		stream_digest_note(&sf->dg, off, len);
 	else
 		stream_digest_write(&sf->dg, buf, len, off);
 	write_behind(sf, off + (off_t)len);
@@ -1766,6 +1781,45 @@ sync_dir(const struct staged_file *sf)
 #endif
 }
 
+/* The staged file's size if a deferred digest can read it back now;
+ * -1 if not (no digest, a modification not copied yet, a file written in
+ * place, a file that is mostly holes: see finish_digest()). */
+static off_t
+digest_readable_size(const struct staged_file *sf)
+{
+	struct stat st;
+
+	if (sf->aborted || sf->dg.ctx == NULL || !sf->digest_deferred ||
+	    sf->digest_idle_failed ||
+	    sf->lazy || sf->method == STAGE_DIRECT || sf->fd < 0 ||
+	    fstat(sf->fd, &st) != 0 ||
+	    st.st_size - (off_t)st.st_blocks * 512 > DIGEST_HOLES_MAX)
+		return -1;
+	return st.st_size;
+}
+
+off_t
+stage_digest_backlog(const struct staged_file *sf)
+{
+	off_t size = digest_readable_size(sf);
+
+	return size < 0 ? 0 : stream_digest_pending(&sf->dg, size);
+}
+
+int
+stage_digest_work(struct staged_file *sf, size_t budget)
+{
+	off_t size = digest_readable_size(sf), done;
+	int r;
+
+	if (size < 0)
+		return 0;
+	r = stream_digest_catch_up(&sf->dg, sf->fd, size, budget, &done);
+	if (r != 0 || (done == 0 && budget > 0))
+		sf->digest_idle_failed = 1;
+	return r;
+}
+
 int
 stage_fsync(struct staged_file *sf)
 {
@@ -1852,7 +1906,8 @@ finish_digest(struct staged_file *sf)
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 		if ((rfd = open(proc, O_RDONLY | O_NOCTTY | O_NONBLOCK |
 		    O_CLOEXEC)) >= 0) {
-			stream_digest_unknown(&sf->dg);
+			/* The failed read hashed nothing: go on from the
+			 * same place. */
 			r = stream_digest_finish(&sf->dg, rfd, st.st_size,
 			    sf->sha256, &sf->digest_reread);
 			close(rfd);

@@ -56,6 +56,10 @@ struct stage_opts {
 	const char *digest_xattr; /* store it on the published file under
 				 * this extended attribute name, or NULL */
 	int resolve_path;	/* fill stage_report.final_path */
+	int digest_deferred;	/* hash in stage_digest_work() (idle
+				 * moments) and at the commit, not in each
+				 * stage_write(): a request's reply does not
+				 * wait for its hashing */
 };
 
 /* What happened to one upload, for the caller's commit/abort log line. */
@@ -187,6 +191,15 @@ int stage_retarget(struct staged_file *sf, const char *newpath, int replace);
  * it may); the caller then aborts the staging instead of committing it.
  */
 int stage_unlink_old(struct staged_file *sf);
+
+/*
+ * Deferred digests (stage_opts.digest_deferred): how many bytes of the
+ * staged file wait to be hashed, and hashing up to `budget` of them now,
+ * read back from the page cache.  What is left at the commit is hashed
+ * then.
+ */
+off_t stage_digest_backlog(const struct staged_file *sf);
+int stage_digest_work(struct staged_file *sf, size_t budget);
 
 /* fsync the staged data now (fsync@openssh.com on a staged handle). */
 int stage_fsync(struct staged_file *sf);

@@ -281,11 +281,24 @@ stream_digest_start(struct stream_digest *sd)
 	return digest_start(a, &sd->ctx);
 }
 
+/* The order the data came in, whatever is hashed when. */
+static void
+track(struct stream_digest *sd, off_t off, size_t len)
+{
+	if (off == sd->in_order)
+		sd->in_order += (off_t)len;
+	else if (off < sd->in_order)
+		sd->disordered = 1;
+}
+
 void
 stream_digest_write(struct stream_digest *sd, const void *buf, size_t len,
     off_t off)
 {
-	if (sd->ctx == NULL || sd->stale || len == 0)
+	if (sd->ctx == NULL || len == 0)
+		return;
+	track(sd, off, len);
+	if (sd->stale)
 		return;
 	if (off == sd->hashed) {
 		/* In order: hashed on the way through.  A failure here only
@@ -301,14 +314,54 @@ stream_digest_write(struct stream_digest *sd, const void *buf, size_t len,
 }
 
 void
+stream_digest_note(struct stream_digest *sd, off_t off, size_t len)
+{
+	if (sd->ctx == NULL || len == 0)
+		return;
+	track(sd, off, len);
+	if (off < sd->hashed)
+		sd->stale = 1;
+}
+
+int
+stream_digest_catch_up(struct stream_digest *sd, int fd, off_t size,
+    size_t budget, off_t *done)
+{
+	unsigned char md[DIGEST_MAX_SIZE];
+	off_t want;
+	int r;
+
+	*done = 0;
+	if (sd->ctx == NULL)
+		return ENOTSUP;
+	if (sd->stale || sd->hashed > size) {
+		if ((r = digest_finish(sd->ctx, md)) != 0)
+			return r;
+		sd->hashed = 0;
+		sd->stale = 0;
+	}
+	want = size - sd->hashed;
+	if (want > (off_t)budget)
+		want = (off_t)budget;
+	if (want <= 0)
+		return 0;
+	r = digest_fd(sd->ctx, fd, sd->hashed, want, done);
+	sd->hashed += *done;
+	return r;
+}
+
+void
 stream_digest_unknown(struct stream_digest *sd)
 {
 	sd->stale = 1;
+	sd->disordered = 1;
 }
 
 void
 stream_digest_truncate(struct stream_digest *sd, off_t size)
 {
+	if (size < sd->in_order)
+		sd->disordered = 1;
 	if (size < sd->hashed)
 		sd->stale = 1;
 }
@@ -346,14 +399,17 @@ stream_digest_finish(struct stream_digest *sd, int fd, off_t size,
 	if (from < size) {
 		if ((r = digest_fd(sd->ctx, fd, from, size - from, &done)) != 0)
 			return r;
-		*reread = done;
 		if (done != size - from)
 			return EIO;	/* the file shrank under us */
 	}
+	*reread = sd->disordered ? size :
+	    (size > sd->in_order ? size - sd->in_order : 0);
 	if ((r = digest_finish(sd->ctx, md)) != 0)
 		return r;
 	digest_hex(md, sd->ctx->algo->size, hex);
 	sd->hashed = 0;
+	sd->in_order = 0;
+	sd->disordered = 0;
 	return 0;
 }
 

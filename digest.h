@@ -67,11 +67,20 @@ struct stream_digest {
 	struct digest_ctx *ctx;
 	off_t hashed;		/* [0, hashed) is in ctx */
 	int stale;		/* bytes below `hashed` changed since */
+	off_t in_order;		/* [0, in_order) was written in order */
+	int disordered;		/* a write or truncation went below it */
 };
 
 int stream_digest_start(struct stream_digest *sd);
 void stream_digest_write(struct stream_digest *sd, const void *buf,
     size_t len, off_t off);
+/* A write that is not hashed now (hashing is deferred): only a change
+ * below the hashed prefix matters. */
+void stream_digest_note(struct stream_digest *sd, off_t off, size_t len);
+/* Hash up to `budget` more bytes of `fd` (readable, `size` bytes) after
+ * the prefix; *done gets the count. */
+int stream_digest_catch_up(struct stream_digest *sd, int fd, off_t size,
+    size_t budget, off_t *done);
 /* A write whose offset is not known (O_APPEND in place): start over. */
 void stream_digest_unknown(struct stream_digest *sd);
 void stream_digest_truncate(struct stream_digest *sd, off_t size);
@@ -79,7 +88,10 @@ void stream_digest_truncate(struct stream_digest *sd, off_t size);
  * `size` bytes. */
 off_t stream_digest_pending(const struct stream_digest *sd, off_t size);
 /* Complete it from `fd` (readable, `size` bytes): hex into `hex`
- * (65 bytes), bytes read back into *reread. */
+ * (65 bytes).  *reread gets the bytes that did not arrive in order, and
+ * so had to be read back whatever the hashing strategy: all of them after
+ * an overwrite or a truncation, else those past the in-order prefix (old
+ * data of a modified file, data ahead of a gap). */
 int stream_digest_finish(struct stream_digest *sd, int fd, off_t size,
     char *hex, off_t *reread);
 void stream_digest_free(struct stream_digest *sd);

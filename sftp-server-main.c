@@ -39,6 +39,10 @@
 #define HANDLES_WANTED		1024
 #define FD_RESERVE		12
 
+/* Bytes of deferred hashing per idle moment: about a millisecond, so a
+ * request that arrives meanwhile waits no longer than that. */
+#define BACKGROUND_BUDGET	(1024 * 1024)
+
 /* Set by the signal handler, acted on by the main loop. */
 static volatile sig_atomic_t got_signal;
 /* The session fatal() must close (its uploads aborted and logged). */
@@ -349,7 +353,7 @@ serve(struct sftp_session *s, const char **reason)
 	u_char *ip;
 	size_t olen, room;
 	ssize_t n;
-	int in_eof = 0, r;
+	int in_eof = 0, r, idle;
 
 	*reason = "connection lost";
 	for (;;) {
@@ -370,12 +374,19 @@ serve(struct sftp_session *s, const char **reason)
 		pfd[1].fd = olen > 0 ? STDOUT_FILENO : -1;
 		pfd[1].events = POLLOUT;
 		pfd[1].revents = 0;
-		if (poll(pfd, 2, -1) < 0) {
+		/* With digests waiting to be hashed, only look: the client
+		 * comes first, the hashing takes the moments it leaves. */
+		idle = sftp_session_background_pending(s);
+		if ((n = poll(pfd, 2, idle ? 0 : -1)) < 0) {
 			if (errno == EINTR)
 				continue;
 			error("poll: %s", strerror(errno));
 			*reason = "poll failed";
 			return EXIT_FATAL;
+		}
+		if (n == 0) {
+			sftp_session_background_run(s, BACKGROUND_BUDGET);
+			continue;
 		}
 		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
 			r = sftp_session_input_space(s, &ip, &room);
@@ -634,6 +645,9 @@ main(int argc, char **argv)
 		have_xattr = 0;
 	}
 	opts.stage.digest = digest_on || have_xattr;
+	/* Hashed in the moments between requests (serve()), not in each
+	 * WRITE: no reply waits for it. */
+	opts.stage.digest_deferred = 1;
 	if (have_xattr)
 		opts.stage.digest_xattr = DIGEST_XATTR_NAME;
 	if (opts.stage.digest && !digest_available())

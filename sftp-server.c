@@ -879,6 +879,35 @@ sftp_session_free(struct sftp_session *s, const char *reason)
 	free(s);
 }
 
+int
+sftp_session_background_pending(const struct sftp_session *s)
+{
+	const struct upload *up;
+
+	for (up = s->uploads; up != NULL; up = up->next) {
+		if (!up->removed && up->write_error == 0 &&
+		    stage_digest_backlog(up->sf) > 0)
+			return 1;
+	}
+	return 0;
+}
+
+void
+sftp_session_background_run(struct sftp_session *s, size_t budget)
+{
+	struct upload *up;
+
+	/* The first upload with a backlog gets the budget; the others get
+	 * theirs at the next idle moment. */
+	for (up = s->uploads; up != NULL; up = up->next) {
+		if (!up->removed && up->write_error == 0 &&
+		    stage_digest_backlog(up->sf) > 0) {
+			(void)stage_digest_work(up->sf, budget);
+			return;
+		}
+	}
+}
+
 unsigned int
 sftp_session_handles(const struct sftp_session *s)
 {

@@ -85,6 +85,15 @@ void	sftp_session_output(const struct sftp_session *s, const u_char **p,
 	    size_t *len);
 void	sftp_session_output_consume(struct sftp_session *s, size_t len);
 
+/*
+ * Work for idle moments: the SHA-256 of uploads, deferred so that no reply
+ * waits for it (stage_opts.digest_deferred).  _pending says whether there
+ * is any; _run does up to `budget` bytes of it.  A caller that never runs
+ * it loses nothing: the commit hashes what is left.
+ */
+int	sftp_session_background_pending(const struct sftp_session *s);
+void	sftp_session_background_run(struct sftp_session *s, size_t budget);
+
 /* Open handles and staged uploads (tests, leak checks). */
 unsigned int sftp_session_handles(const struct sftp_session *s);
 

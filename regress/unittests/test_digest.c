@@ -369,6 +369,63 @@ test_commit_holes(void)
 	TEST_DONE();
 }
 
+/*
+ * Deferred hashing (sftp-server): writes are only noted, idle moments
+ * hash what is in the file, the commit the rest; an overwrite of hashed
+ * data makes it start over.  The result must be the same.
+ */
+static void
+test_deferred(int overwrite)
+{
+	struct stage_opts so;
+	struct staged_file *sf = NULL;
+	struct stage_report rep;
+	unsigned char buf[3 * 1024 * 1024];
+	char path[PATH_MAX], want[DIGEST_HEX_SIZE];
+	off_t before;
+
+	TEST_START(overwrite ? "deferred digest: an overwrite of hashed data "
+	    "starts over" : "deferred digest: idle work, then the commit");
+	if (!digest_available()) {
+		TEST_SKIP("built without OpenSSL");
+		TEST_DONE();
+		return;
+	}
+	memset(&so, 0, sizeof(so));
+	so.sync = STAGE_SYNC_FULL;
+	so.digest = 1;
+	so.digest_deferred = 1;
+	snprintf(path, sizeof(path), "%s/deferred-%d", scratch, overwrite);
+	fill(buf, sizeof(buf), 7);
+	if (!ASSERT_INT_EQ(stage_open(&so, path, O_WRONLY | O_CREAT | O_TRUNC,
+	    0644, &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_write(sf, buf, 2 * 1024 * 1024, 0), 0);
+	ASSERT_INT_EQ(stage_digest_backlog(sf), 2 * 1024 * 1024);
+	ASSERT_INT_EQ(stage_digest_work(sf, 1024 * 1024), 0);
+	before = stage_digest_backlog(sf);
+	ASSERT_INT_EQ(before, 1024 * 1024);
+	if (overwrite) {
+		/* Below what was hashed: all of it again. */
+		buf[10] ^= 0xff;
+		ASSERT_INT_EQ(stage_write(sf, buf + 10, 1, 10), 0);
+		ASSERT_INT_EQ(stage_digest_backlog(sf), 2 * 1024 * 1024);
+	}
+	ASSERT_INT_EQ(stage_write(sf, buf + 2 * 1024 * 1024, 1024 * 1024,
+	    2 * 1024 * 1024), 0);
+	ASSERT_INT_EQ(stage_digest_work(sf, 512 * 1024), 0);
+	ASSERT_INT_EQ(stage_commit(sf, &rep), 0);
+	sf = NULL;
+	ASSERT_INT_EQ(hash_buf("sha256", buf, sizeof(buf), want), 0);
+	ASSERT_STR_EQ(rep.sha256, want);
+	/* In order: nothing counts as read back, however it was hashed. */
+	ASSERT_INT_EQ(rep.digest_reread, overwrite ? (long long)sizeof(buf) : 0);
+ out:
+	if (sf != NULL)
+		stage_abort(sf, "test", NULL);
+	TEST_DONE();
+}
+
 /* Digests off: nothing computed, nothing stored. */
 static void
 test_commit_off(void)
@@ -491,6 +548,10 @@ main(int argc, char **argv)
 		test_commit_off();
 		test_commit_holes();
 		test_stale_attribute();
+	}
+	if (test_wanted("deferred digest")) {
+		test_deferred(0);
+		test_deferred(1);
 	}
 	cleanup();
 	return test_exit_status();
