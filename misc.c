@@ -3,7 +3,10 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -136,4 +139,49 @@ path_split(const char *path, char *dir, size_t dirlen, const char **basep)
 	}
 	*basep = base;
 	return 0;
+}
+
+struct passwd *
+session_passwd(int *numeric)
+{
+	static struct passwd jailed;
+	static char name[32], home[PATH_MAX], empty[1];
+	struct passwd *pw;
+	const char *env;
+
+	if (numeric != NULL)
+		*numeric = 0;
+	if ((pw = getpwuid(getuid())) != NULL)
+		return pw;
+	snprintf(name, sizeof(name), "%lu", (unsigned long)getuid());
+	/* sshd sets HOME to the account's directory, the one it changed to
+	 * inside the jail; it is only a default for -d and %d. */
+	env = getenv("HOME");
+	if (env == NULL || env[0] != '/' ||
+	    snprintf(home, sizeof(home), "%s", env) >= (int)sizeof(home))
+		snprintf(home, sizeof(home), "/");
+	memset(&jailed, 0, sizeof(jailed));
+	jailed.pw_name = name;
+	jailed.pw_passwd = empty;
+	jailed.pw_uid = getuid();
+	jailed.pw_gid = getgid();
+	jailed.pw_gecos = empty;
+	jailed.pw_dir = home;
+	jailed.pw_shell = empty;
+	if (numeric != NULL)
+		*numeric = 1;
+	return &jailed;
+}
+
+int
+open_null(void)
+{
+	int fd, p[2];
+
+	if ((fd = open("/dev/null", O_RDWR)) >= 0)
+		return fd;
+	if (pipe(p) != 0)
+		return -1;
+	close(p[1]);
+	return p[0];
 }

@@ -82,7 +82,7 @@ sanitise_stdfd(void)
 {
 	int fd;
 
-	while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= STDERR_FILENO)
+	while ((fd = open_null()) >= 0 && fd <= STDERR_FILENO)
 		;
 	if (fd > STDERR_FILENO)
 		close(fd);
@@ -429,7 +429,7 @@ main(int argc, char **argv)
 	enum log_level level = LOG_LEVEL_ERROR;
 	int facility = LOG_AUTH, log_stderr = 0, ch, r, status, staging_on, tmpfile_on;
 	int have_sync = 0, have_modify = 0, have_staging = 0, have_xattr = 0;
-	int digest_on = 1;
+	int digest_on = 1, numeric_user;
 	unsigned long long check_max;
 	int bad_level = 0, bad_facility = 0, skipargs = 0;
 	enum expand_fail ef;
@@ -447,8 +447,7 @@ main(int argc, char **argv)
 	log_init(progname, LOG_LEVEL_ERROR, LOG_AUTH, 0);
 	memset(&opts, 0, sizeof(opts));
 
-	if ((pw = getpwuid(getuid())) == NULL)
-		fatal("No user found for uid %lu", (unsigned long)getuid());
+	pw = session_passwd(&numeric_user);
 
 	/*
 	 * ':' first: a missing argument is told apart from an unknown
@@ -576,6 +575,10 @@ main(int argc, char **argv)
 		exit(EXIT_USAGE);
 	}
 	log_init(progname, level, facility, log_stderr);
+	if (numeric_user)
+		verbose("no name for uid %lu (a chroot without /etc/passwd?): "
+		    "known by number, home \"%s\"", (unsigned long)getuid(),
+		    pw->pw_dir);
 
 	if (sweep_dir != NULL) {
 		if ((r = stage_sweep(sweep_dir, STAGE_SWEEP_TREE, &swept)) != 0) {
