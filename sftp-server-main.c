@@ -432,6 +432,8 @@ main(int argc, char **argv)
 	int digest_on = 1, numeric_user;
 	unsigned long long check_max;
 	int bad_level = 0, bad_facility = 0, skipargs = 0;
+	int have_level = 0, have_facility = 0;
+	int env_bad_level = 0, env_bad_facility = 0;
 	enum expand_fail ef;
 	const char *progname, *tmp_tmpl = NULL, *env;
 	const char *sweep_dir = NULL, *reason = NULL;
@@ -496,11 +498,13 @@ main(int argc, char **argv)
 		 * does; a later good one replaces it.
 		 */
 		case 'l':
+			have_level = 1;
 			bad_level = log_parse_level(optarg, &level) != 0;
 			if (bad_level)
 				error("Invalid log level \"%s\"", optarg);
 			break;
 		case 'f':
+			have_facility = 1;
 			bad_facility =
 			    log_parse_facility(optarg, &facility) != 0;
 			if (bad_facility)
@@ -564,6 +568,20 @@ main(int argc, char **argv)
 	}
 	/* Words after the options ("-- HOST sftp" from scp -D) are ignored. */
 
+	/*
+	 * As a login shell (-c) the command line carries no options: a
+	 * jail's Match block passes the log level and facility with
+	 * SetEnv instead.  A flag wins; a bad value is reported once
+	 * logging is up, and the default kept.
+	 */
+	if (!have_level && (env = getenv("ATOMIC_UPLOAD_LOG_LEVEL")) != NULL &&
+	    *env != '\0')
+		env_bad_level = log_parse_level(env, &level) != 0;
+	if (!have_facility &&
+	    (env = getenv("ATOMIC_UPLOAD_LOG_FACILITY")) != NULL &&
+	    *env != '\0')
+		env_bad_facility = log_parse_facility(env, &facility) != 0;
+
 	/* Stock's words for a bad -l or -f (the level is checked first). */
 	if (bad_level) {
 		fprintf(stderr, "Unrecognized internal syslog level code -1\n");
@@ -575,6 +593,12 @@ main(int argc, char **argv)
 		exit(EXIT_USAGE);
 	}
 	log_init(progname, level, facility, log_stderr);
+	if (env_bad_level)
+		error("ATOMIC_UPLOAD_LOG_LEVEL=%s not understood: using ERROR",
+		    getenv("ATOMIC_UPLOAD_LOG_LEVEL"));
+	if (env_bad_facility)
+		error("ATOMIC_UPLOAD_LOG_FACILITY=%s not understood: using AUTH",
+		    getenv("ATOMIC_UPLOAD_LOG_FACILITY"));
 	if (numeric_user)
 		verbose("no name for uid %lu (a chroot without /etc/passwd?): "
 		    "known by number, home \"%s\"", (unsigned long)getuid(),
