@@ -23,7 +23,7 @@
 # and mode it had.  Needs root.
 set -eu
 
-prog=jail-install.sh
+prog="jail-install.sh"
 die() { echo "$prog: $*" >&2; exit 1; }
 say() { echo "$prog: $*"; }
 
@@ -146,20 +146,19 @@ record_dir() {
 # mkjaildir KIND PATH OWNER MODE: a directory inside the jail (and its
 # missing parents, root's and 0755), recorded if we made it.
 mkjaildir() {
-	kind=$1 path=$2 owner=$3 mode=$4
-	parent=$(dirname "$path")
-	if [ "$parent" != / ] && [ ! -d "$jail$parent" ]; then
-		mkjaildir dir "$parent" 0:0 755
+	# (sh has no local variables, and this recurses: "$1".."$4" only)
+	if [ "$(dirname "$2")" != / ] && [ ! -d "$jail$(dirname "$2")" ]; then
+		mkjaildir dir "$(dirname "$2")" 0:0 755
 	fi
-	if [ ! -d "$jail$path" ]; then
-		[ -e "$jail$path" ] && die "$jail$path exists and is not a directory"
-		mkdir "$jail$path"
-		record_dir "$kind" "$path"
-	elif ! printf '%s\n' "$new_dirs" | grep -q " $path\$"; then
-		record_dir prev "$(stat -c '%u:%g:%a' "$jail$path") $path"
+	if [ ! -d "$jail$2" ]; then
+		[ -e "$jail$2" ] && die "$jail$2 exists and is not a directory"
+		mkdir "$jail$2"
+		record_dir "$1" "$2"
+	elif ! printf '%s\n' "$new_dirs" | grep -q " $2\$"; then
+		record_dir prev "$(stat -c '%u:%g:%a' "$jail$2") $2"
 	fi
-	chown "$owner" "$jail$path"
-	chmod "$mode" "$jail$path"
+	chown "$3" "$jail$2"
+	chmod "$4" "$jail$2"
 }
 
 if [ ! -d "$jail" ]; then
@@ -191,13 +190,14 @@ if [ "$(stat -c %d "$jail$upload")" != "$(stat -c %d "$jail$staging")" ]; then
 	say "warning: $jail$staging and $jail$upload are on different filesystems: files will be staged beside their destination"
 fi
 
-printf '%s\n' "$new_dirs" >"$dirs_file"
-{
-	echo "file $bindir/sftp-server"
-	echo "file $bindir/scp"
-	echo "staging $staging"
-} >"$manifest"
-chmod 644 "$manifest" "$dirs_file"
+# put_file FILE: standard input into FILE, unless it already says that.
+put_file() {
+	cat >"$1.new"
+	if cmp -s "$1.new" "$1"; then rm -f "$1.new"; else chmod 644 "$1.new" && mv -f "$1.new" "$1"; fi
+}
+printf '%s\n' "$new_dirs" | put_file "$dirs_file"
+printf 'file %s\nfile %s\nstaging %s\n' "$bindir/sftp-server" "$bindir/scp" \
+    "$staging" | put_file "$manifest"
 
 say "installed in $jail for $user (uid $uid)"
 cat <<EOF
