@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,7 +152,7 @@ session_passwd(int *numeric)
 
 	if (numeric != NULL)
 		*numeric = 0;
-	if ((pw = getpwuid(getuid())) != NULL)
+	if ((pw = name_getpwuid(getuid())) != NULL)
 		return pw;
 	snprintf(name, sizeof(name), "%lu", (unsigned long)getuid());
 	/* sshd sets HOME to the account's directory, the one it changed to
@@ -185,3 +186,66 @@ open_null(void)
 	close(p[1]);
 	return p[0];
 }
+
+#ifdef STATIC_NAME_LOOKUP
+/* One pass over a file; the entry returned is fgetpwent's (fgetgrent's)
+ * static one, as getpwuid's would be. */
+static struct passwd *
+files_passwd(const char *name, uid_t uid)
+{
+	struct passwd *pw;
+	FILE *f;
+
+	if ((f = fopen("/etc/passwd", "re")) == NULL)
+		return NULL;
+	while ((pw = fgetpwent(f)) != NULL &&
+	    (name != NULL ? strcmp(pw->pw_name, name) != 0 : pw->pw_uid != uid))
+		;
+	fclose(f);
+	return pw;
+}
+
+struct passwd *
+name_getpwuid(uid_t uid)
+{
+	return files_passwd(NULL, uid);
+}
+
+struct passwd *
+name_getpwnam(const char *name)
+{
+	return files_passwd(name, 0);
+}
+
+struct group *
+name_getgrgid(gid_t gid)
+{
+	struct group *gr;
+	FILE *f;
+
+	if ((f = fopen("/etc/group", "re")) == NULL)
+		return NULL;
+	while ((gr = fgetgrent(f)) != NULL && gr->gr_gid != gid)
+		;
+	fclose(f);
+	return gr;
+}
+#else
+struct passwd *
+name_getpwuid(uid_t uid)
+{
+	return getpwuid(uid);
+}
+
+struct passwd *
+name_getpwnam(const char *name)
+{
+	return getpwnam(name);
+}
+
+struct group *
+name_getgrgid(gid_t gid)
+{
+	return getgrgid(gid);
+}
+#endif

@@ -3,6 +3,7 @@
 #define MISC_H
 
 #include <sys/types.h>
+#include <grp.h>
 #include <pwd.h>
 #include <stddef.h>
 
@@ -38,6 +39,17 @@ void sanitise_copy(char *dst, size_t len, const char *src);
  * is closed (writes to it fail).  -1 with errno on failure.
  */
 int open_null(void);
+
+/*
+ * getpwuid, getpwnam and getgrgid.  A static build reads /etc/passwd and
+ * /etc/group itself: glibc's static name service would load the shared
+ * NSS modules nsswitch.conf names (it crashes in a lookup that falls
+ * through to libnss_systemd), and a jail has none anyway.  Users known
+ * only to LDAP or sssd are then shown by number.
+ */
+struct passwd *name_getpwuid(uid_t uid);
+struct passwd *name_getpwnam(const char *name);
+struct group *name_getgrgid(gid_t gid);
 
 /*
  * The account this process runs as.  A chroot jail may have no

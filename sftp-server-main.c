@@ -166,7 +166,7 @@ expand_dir(const char *tmpl, const struct passwd *pw, char **out,
 
 			if ((name = strndup(tmpl + 1, ulen)) == NULL)
 				return EXPAND_NO_MEMORY;
-			who = getpwnam(name);
+			who = name_getpwnam(name);
 			snprintf(detail, dlen, "%s", name);
 			free(name);
 			if (who == NULL)
