@@ -1624,19 +1624,22 @@ stage_access(const struct staged_file *sf, int amode)
  * No /proc (a chroot jail): a duplicate of the descriptor we hold, when it
  * already grants the access asked for (callers read with pread, so the
  * shared offset does not matter; what a handle may do is the caller's
- * flag, not the descriptor's).  Else what open(2) of an unreachable
- * /proc link said.
+ * flag, not the descriptor's) and the file's permissions would grant it
+ * to an open(2), as they do to the open of the /proc link.
  */
 static int
 reopen_by_dup(int fd, int oflags, int *fdp)
 {
-	int fl, want = oflags & O_ACCMODE, have, nfd;
+	int fl, want = oflags & O_ACCMODE, have, nfd, amode;
 
 	if ((fl = fcntl(fd, F_GETFL)) < 0)
 		return errno;
 	have = fl & O_ACCMODE;
 	if (have != O_RDWR && have != want)
 		return EACCES;
+	amode = want == O_RDONLY ? R_OK : want == O_WRONLY ? W_OK : R_OK | W_OK;
+	if (faccessat(fd, "", amode, AT_EMPTY_PATH | AT_EACCESS) != 0)
+		return errno;
 	if ((nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
 		return errno;
 	*fdp = nfd;

@@ -143,7 +143,7 @@ for j in "$J1" "$J2"; do
 	chown --reference="$j/upload" "$j/upload/replaced"
 done
 
-"$PY" "$WATCH" --interval 2 --ready "$WORK/ready" --stop "$WORK/stop" \
+"$PY" "$WATCH" --all --interval 2 --ready "$WORK/ready" --stop "$WORK/stop" \
     "$J1/upload" "$J2/upload" >"$WORK/watch.out" 2>&1 &
 WATCH_PID=$!
 on_exit "kill $WATCH_PID"
@@ -171,7 +171,33 @@ for u in $U1 $U2; do
 		check "$u: libssh2 put (pipelined)" l2 -u $u -m put "$L/mid" /upload/l2-new
 	fi
 done
-cp "$WORK/sftp.out" "$WORK/sftp-$U2.out"
+
+# 1b. Inside the jail (no /proc) a session sees its own upload at its
+#     name, through a descriptor reopened without /proc; handle chmod and
+#     utime survive the commit; a resumed upload (reput: a write without
+#     truncation, staged as a copy) commits whole.  In a subdirectory the
+#     watcher does not read: the file to resume is partial on purpose.
+mkdir "$J1/upload/sub"
+head -c 1000000 "$L/mid" >"$J1/upload/sub/resume"
+chown -R --reference="$J1/upload" "$J1/upload/sub"
+if [ $HAVE_PM = 1 ]; then
+	if pm -u $U1 chunks "$L/mid" /upload/sub/chunked 40000 981173106 \
+	    >"$WORK/pm.out" 2>&1; then
+		sed 's/^ok /# client: /' "$WORK/pm.out"
+		ok "$U1: paramiko sees its own upload at its name, chmod and utime on the handle"
+	else
+		notok "$U1: paramiko chunks: $(tail -3 "$WORK/pm.out")"
+	fi
+	check "$U1: chunked upload complete" cmp -s "$L/mid" "$J1/upload/sub/chunked"
+	check "$U1: handle chmod survives the commit" \
+	    test "$(stat -c %a "$J1/upload/sub/chunked")" = 640
+	check "$U1: handle utime survives the commit" \
+	    test "$(stat -c %Y "$J1/upload/sub/chunked")" = 981173106
+fi
+check "$U1: sftp reput (resume)" sftp_as $U1 "reput $L/mid /upload/sub/resume"
+check "$U1: resumed file complete" cmp -s "$L/mid" "$J1/upload/sub/resume"
+check "$U1: resumed file owned by $U1" \
+    test "$(stat -c %u "$J1/upload/sub/resume")" = "$UID1"
 
 # 2. Uploads killed half-way and clients that vanish without CLOSE.
 RATE=8000
@@ -238,6 +264,10 @@ wrc=$?
 grep -e '^# watch:' "$WORK/watch.out"
 grep -e OFFENCE -e '^# partial' "$WORK/watch.out" | head -10
 check "the watcher never saw a partial file in either jail" test $wrc = 0
+# With the staging directory on the same filesystem, nothing but final
+# names appears: no private ".au-" directory, even for an instant.
+check "only final names ever appeared in the upload directories" \
+    sh -c "! grep -q '^# name .*/upload/[.#]' '$WORK/watch.out'"
 
 complete="sftp-new scp-new replaced"
 [ $HAVE_PM = 1 ] && complete="$complete pm-new"
@@ -265,7 +295,9 @@ for n in $vanished; do
 	    sh -c "! test -e '$J1/upload/$n' && ! test -e '$J2/upload/$n'"
 done
 # shellcheck disable=SC2086
-check "$U1: no debris in the upload directory" entries "$J1/upload" $complete
+check "$U1: no debris in the upload directory" entries "$J1/upload" $complete sub
+check "$U1: no debris in the subdirectory" entries "$J1/upload/sub" resume \
+    $([ $HAVE_PM = 1 ] && echo chunked)
 # shellcheck disable=SC2086
 check "$U2: no debris in the upload directory" entries "$J2/upload" $complete
 if [ $STOCK = 0 ]; then
