@@ -164,8 +164,9 @@ log_set_sink(void (*sink)(enum log_level, const char *))
  * the log socket.  Outside a chroot that is a host without a syslog
  * daemon (a container), a choice; inside one - no /proc is how a jail
  * looks from within - it is a socket the administrator forgot to give
- * the jail.  There, say so once on stderr, which sshd passes to the
- * client: the only channel left.
+ * the jail.  There, say so once on stderr: the only channel left.  sshd
+ * passes it to the client of a command session ("ssh -T user@host
+ * check", README.atomic's test) and throws it away in SFTP sessions.
  */
 static void
 check_log_socket(void)
