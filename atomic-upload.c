@@ -566,6 +566,28 @@ remove_private_dir(struct staged_file *sf, int has_inner)
 
 #define ACL_DEFAULT_XATTR "system.posix_acl_default"
 
+#ifdef HAVE_FGETXATTR
+/*
+ * Without /proc (a chroot jail) the directory is opened again for
+ * reading, which a per-user staging directory allows; a shared 1733 one
+ * does not, and then the answer stays "cannot tell".
+ */
+static ssize_t
+dir_xattr_by_reopen(int fd)
+{
+	ssize_t n;
+	int rfd, e;
+
+	if ((rfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return -1;
+	n = fgetxattr(rfd, ACL_DEFAULT_XATTR, NULL, 0);
+	e = errno;
+	close(rfd);
+	errno = e;
+	return n;
+}
+#endif
+
 /*
  * Does a file created in directory `fd` get something from it besides
  * the umask and the creator's ids: a setgid group or a default ACL?  When
@@ -590,6 +612,8 @@ dir_gives_inheritance(int fd, int readable)
 			 * calls of its own; its /proc link has. */
 			snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 			n = getxattr(proc, ACL_DEFAULT_XATTR, NULL, 0);
+			if (n < 0 && errno == ENOENT && !proc_fd_available())
+				n = dir_xattr_by_reopen(fd);
 		}
 		if (n >= 0)
 			return 1;
@@ -1611,6 +1635,32 @@ stage_access(const struct staged_file *sf, int amode)
 	    AT_EMPTY_PATH | AT_EACCESS) == 0 ? 0 : errno;
 }
 
+/*
+ * No /proc (a chroot jail): a duplicate of the descriptor we hold, when it
+ * already grants the access asked for (callers read with pread, so the
+ * shared offset does not matter; what a handle may do is the caller's
+ * flag, not the descriptor's) and the file's permissions would grant it
+ * to an open(2), as they do to the open of the /proc link.
+ */
+static int
+reopen_by_dup(int fd, int oflags, int *fdp)
+{
+	int fl, want = oflags & O_ACCMODE, have, nfd, amode;
+
+	if ((fl = fcntl(fd, F_GETFL)) < 0)
+		return errno;
+	have = fl & O_ACCMODE;
+	if (have != O_RDWR && have != want)
+		return EACCES;
+	amode = want == O_RDONLY ? R_OK : want == O_WRONLY ? W_OK : R_OK | W_OK;
+	if (faccessat(fd, "", amode, AT_EMPTY_PATH | AT_EACCESS) != 0)
+		return errno;
+	if ((nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
+		return errno;
+	*fdp = nfd;
+	return 0;
+}
+
 int
 stage_reopen(const struct staged_file *sf, int oflags, int *fdp)
 {
@@ -1627,6 +1677,8 @@ stage_reopen(const struct staged_file *sf, int oflags, int *fdp)
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d",
 		    content_fd(sf));
 		fd = open(proc, oflags);
+		if (fd < 0 && errno == ENOENT && !proc_fd_available())
+			return reopen_by_dup(content_fd(sf), oflags, fdp);
 	}
 	if (fd < 0)
 		return errno;

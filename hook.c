@@ -969,7 +969,7 @@ runner_fds(int evfd)
 	    dup3(evfd, RUNNER_EVFD, O_CLOEXEC) == -1)
 		return errno;
 	/* Lowest free: 0..2 if one was closed, else above RUNNER_EVFD. */
-	if ((null = open("/dev/null", O_RDWR)) == -1)
+	if ((null = open_null()) == -1)
 		return errno;
 	if (dup2(null, STDIN_FILENO) == -1 ||
 	    dup2(null, STDOUT_FILENO) == -1 ||

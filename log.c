@@ -1,13 +1,17 @@
 /* Logging; see log.h. */
 #include "includes.h"
 
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
 #include <errno.h>
+#include <paths.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <syslog.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "atomic-upload.h"
@@ -155,6 +159,50 @@ log_set_sink(void (*sink)(enum log_level, const char *))
 	logstate.sink = sink;
 }
 
+/*
+ * glibc's syslog() drops lines without a word when nothing listens on
+ * the log socket.  Outside a chroot that is a host without a syslog
+ * daemon (a container), a choice; inside one - no /proc is how a jail
+ * looks from within - it is a socket the administrator forgot to give
+ * the jail.  There, say so once on stderr: the only channel left.  sshd
+ * passes it to the client of a command session ("ssh -T user@host
+ * check", README.atomic's test) and throws it away in SFTP sessions.
+ */
+static void
+check_log_socket(void)
+{
+	static const int types[] = { SOCK_DGRAM, SOCK_STREAM };
+	static int checked;
+	struct sockaddr_un sun;
+	size_t i;
+	int fd, e = 0;
+
+	if (checked)
+		return;
+	checked = 1;
+	if (access("/proc/self", F_OK) == 0)
+		return;
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", _PATH_LOG);
+	for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		if ((fd = socket(AF_UNIX, types[i] | SOCK_CLOEXEC, 0)) < 0)
+			return;
+		e = connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 ?
+		    0 : errno;
+		close(fd);
+		if (e != EPROTOTYPE)
+			break;
+	}
+	if (e == 0)
+		return;
+	dprintf(STDERR_FILENO, "%s: cannot log: no syslog socket at %s in "
+	    "this chroot (%s); the administrator must create one "
+	    "(README.atomic, \"Chroot jails\")\r\n",
+	    logstate.ident[0] ? logstate.ident : "atomic-upload", _PATH_LOG,
+	    strerror(e));
+}
+
 void
 do_logv(enum log_level level, const char *fmt, va_list ap)
 {
@@ -203,6 +251,7 @@ do_logv(enum log_level level, const char *fmt, va_list ap)
 		dprintf(STDERR_FILENO, "%.1021s\r\n", line);
 	} else {
 		if (!logstate.syslog_open) {
+			check_log_socket();
 			openlog(logstate.ident[0] ? logstate.ident : NULL,
 			    LOG_PID, logstate.facility);
 			logstate.syslog_open = 1;

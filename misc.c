@@ -3,7 +3,11 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -137,3 +141,111 @@ path_split(const char *path, char *dir, size_t dirlen, const char **basep)
 	*basep = base;
 	return 0;
 }
+
+struct passwd *
+session_passwd(int *numeric)
+{
+	static struct passwd jailed;
+	static char name[32], home[PATH_MAX], empty[1];
+	struct passwd *pw;
+	const char *env;
+
+	if (numeric != NULL)
+		*numeric = 0;
+	if ((pw = name_getpwuid(getuid())) != NULL)
+		return pw;
+	snprintf(name, sizeof(name), "%lu", (unsigned long)getuid());
+	/* sshd sets HOME to the account's directory, the one it changed to
+	 * inside the jail; it is only a default for -d and %d. */
+	env = getenv("HOME");
+	if (env == NULL || env[0] != '/' ||
+	    snprintf(home, sizeof(home), "%s", env) >= (int)sizeof(home))
+		snprintf(home, sizeof(home), "/");
+	memset(&jailed, 0, sizeof(jailed));
+	jailed.pw_name = name;
+	jailed.pw_passwd = empty;
+	jailed.pw_uid = getuid();
+	jailed.pw_gid = getgid();
+	jailed.pw_gecos = empty;
+	jailed.pw_dir = home;
+	jailed.pw_shell = empty;
+	if (numeric != NULL)
+		*numeric = 1;
+	return &jailed;
+}
+
+int
+open_null(void)
+{
+	int fd, p[2];
+
+	if ((fd = open("/dev/null", O_RDWR)) >= 0)
+		return fd;
+	if (pipe(p) != 0)
+		return -1;
+	close(p[1]);
+	return p[0];
+}
+
+#ifdef STATIC_NAME_LOOKUP
+/* One pass over a file; the entry returned is fgetpwent's (fgetgrent's)
+ * static one, as getpwuid's would be. */
+static struct passwd *
+files_passwd(const char *name, uid_t uid)
+{
+	struct passwd *pw;
+	FILE *f;
+
+	if ((f = fopen("/etc/passwd", "re")) == NULL)
+		return NULL;
+	while ((pw = fgetpwent(f)) != NULL &&
+	    (name != NULL ? strcmp(pw->pw_name, name) != 0 : pw->pw_uid != uid))
+		;
+	fclose(f);
+	return pw;
+}
+
+struct passwd *
+name_getpwuid(uid_t uid)
+{
+	return files_passwd(NULL, uid);
+}
+
+struct passwd *
+name_getpwnam(const char *name)
+{
+	return files_passwd(name, 0);
+}
+
+struct group *
+name_getgrgid(gid_t gid)
+{
+	struct group *gr;
+	FILE *f;
+
+	if ((f = fopen("/etc/group", "re")) == NULL)
+		return NULL;
+	while ((gr = fgetgrent(f)) != NULL && gr->gr_gid != gid)
+		;
+	fclose(f);
+	return gr;
+}
+#else
+struct passwd *
+name_getpwuid(uid_t uid)
+{
+	return getpwuid(uid);
+}
+
+struct passwd *
+name_getpwnam(const char *name)
+{
+	return getpwnam(name);
+}
+
+struct group *
+name_getgrgid(gid_t gid)
+{
+	return getgrgid(gid);
+}
+#endif

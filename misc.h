@@ -3,6 +3,8 @@
 #define MISC_H
 
 #include <sys/types.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stddef.h>
 
 /* Read or write exactly `len` bytes, retrying on EINTR and short counts.
@@ -30,5 +32,32 @@ int path_split(const char *path, char *dir, size_t dirlen,
 /* Replace non-printable bytes with '?' so peer-supplied text is safe to
  * print or log; writes at most `len` bytes including the NUL. */
 void sanitise_copy(char *dst, size_t len, const char *src);
+
+/*
+ * A descriptor that reads as end of file and takes no output: /dev/null,
+ * or where a chroot jail has none, the read end of a pipe whose write end
+ * is closed (writes to it fail).  -1 with errno on failure.
+ */
+int open_null(void);
+
+/*
+ * getpwuid, getpwnam and getgrgid.  A static build reads /etc/passwd and
+ * /etc/group itself: glibc's static name service would load the shared
+ * NSS modules nsswitch.conf names (it crashes in a lookup that falls
+ * through to libnss_systemd), and a jail has none anyway.  Users known
+ * only to LDAP or sssd are then shown by number.
+ */
+struct passwd *name_getpwuid(uid_t uid);
+struct passwd *name_getpwnam(const char *name);
+struct group *name_getgrgid(gid_t gid);
+
+/*
+ * The account this process runs as.  A chroot jail may have no
+ * /etc/passwd (and a static build no other name service): then the user
+ * is known by number, as a listing shows an owner without a name, with
+ * the home directory sshd passed in HOME (or "/").  *numeric (if not
+ * NULL) says which it was.  Never NULL; the result is static.
+ */
+struct passwd *session_passwd(int *numeric);
 
 #endif /* MISC_H */

@@ -166,7 +166,7 @@ sanitise_stdfd(void)
 {
 	int fd;
 
-	while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= STDERR_FILENO)
+	while ((fd = open_null()) >= 0 && fd <= STDERR_FILENO)
 		;
 	if (fd > STDERR_FILENO)
 		close(fd);
@@ -200,11 +200,8 @@ stage_settings(struct stage_opts *so, char **tmpdir)
 
 	*tmpdir = NULL;
 	if ((env = getenv("ATOMIC_UPLOAD_TMPDIR")) != NULL && *env != '\0') {
-		if ((pw = getpwuid(getuid())) == NULL)
-			error("ATOMIC_UPLOAD_TMPDIR: no user for uid %lu: "
-			    "staging beside each destination",
-			    (unsigned long)getuid());
-		else if ((r = stage_expand_dir(env, pw->pw_name, pw->pw_dir,
+		pw = session_passwd(NULL);
+		if ((r = stage_expand_dir(env, pw->pw_name, pw->pw_dir,
 		    pw->pw_uid, tmpdir)) != 0) {
 			error("ATOMIC_UPLOAD_TMPDIR=%s: %s: staging beside "
 			    "each destination", env, r == EINVAL ?
@@ -297,7 +294,8 @@ sink_hook(const struct stage_opts *so, char *addr, size_t addrlen)
 	memset(&ho, 0, sizeof(ho));
 	ho.program = env;
 	ho.protocol = "scp";
-	ho.user = (pw = getpwuid(getuid())) != NULL ? pw->pw_name : "unknown";
+	pw = session_passwd(NULL);
+	ho.user = pw->pw_name;
 	ho.client_addr = client_address(addr, addrlen);
 	ho.sync = so->sync;
 	hook_settings_from_env(&ho);

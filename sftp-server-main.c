@@ -86,7 +86,7 @@ sanitise_stdfd(void)
 {
 	int fd;
 
-	while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= STDERR_FILENO)
+	while ((fd = open_null()) >= 0 && fd <= STDERR_FILENO)
 		;
 	if (fd > STDERR_FILENO)
 		close(fd);
@@ -170,7 +170,7 @@ expand_dir(const char *tmpl, const struct passwd *pw, char **out,
 
 			if ((name = strndup(tmpl + 1, ulen)) == NULL)
 				return EXPAND_NO_MEMORY;
-			who = getpwnam(name);
+			who = name_getpwnam(name);
 			snprintf(detail, dlen, "%s", name);
 			free(name);
 			if (who == NULL)
@@ -440,9 +440,11 @@ main(int argc, char **argv)
 	enum log_level level = LOG_LEVEL_ERROR;
 	int facility = LOG_AUTH, log_stderr = 0, ch, r, status, staging_on, tmpfile_on;
 	int have_sync = 0, have_modify = 0, have_staging = 0, have_xattr = 0;
-	int digest_on = 1;
+	int digest_on = 1, numeric_user;
 	unsigned long long check_max;
 	int bad_level = 0, bad_facility = 0, skipargs = 0;
+	int have_level = 0, have_facility = 0;
+	int env_bad_level = 0, env_bad_facility = 0;
 	enum expand_fail ef;
 	const char *progname, *tmp_tmpl = NULL, *env;
 	const char *sweep_dir = NULL, *reason = NULL;
@@ -458,8 +460,7 @@ main(int argc, char **argv)
 	log_init(progname, LOG_LEVEL_ERROR, LOG_AUTH, 0);
 	memset(&opts, 0, sizeof(opts));
 
-	if ((pw = getpwuid(getuid())) == NULL)
-		fatal("No user found for uid %lu", (unsigned long)getuid());
+	pw = session_passwd(&numeric_user);
 
 	/*
 	 * ':' first: a missing argument is told apart from an unknown
@@ -508,11 +509,13 @@ main(int argc, char **argv)
 		 * does; a later good one replaces it.
 		 */
 		case 'l':
+			have_level = 1;
 			bad_level = log_parse_level(optarg, &level) != 0;
 			if (bad_level)
 				error("Invalid log level \"%s\"", optarg);
 			break;
 		case 'f':
+			have_facility = 1;
 			bad_facility =
 			    log_parse_facility(optarg, &facility) != 0;
 			if (bad_facility)
@@ -576,6 +579,20 @@ main(int argc, char **argv)
 	}
 	/* Words after the options ("-- HOST sftp" from scp -D) are ignored. */
 
+	/*
+	 * As a login shell (-c) the command line carries no options: a
+	 * jail's Match block passes the log level and facility with
+	 * SetEnv instead.  A flag wins; a bad value is reported once
+	 * logging is up, and the default kept.
+	 */
+	if (!have_level && (env = getenv("ATOMIC_UPLOAD_LOG_LEVEL")) != NULL &&
+	    *env != '\0')
+		env_bad_level = log_parse_level(env, &level) != 0;
+	if (!have_facility &&
+	    (env = getenv("ATOMIC_UPLOAD_LOG_FACILITY")) != NULL &&
+	    *env != '\0')
+		env_bad_facility = log_parse_facility(env, &facility) != 0;
+
 	/* Stock's words for a bad -l or -f (the level is checked first). */
 	if (bad_level) {
 		fprintf(stderr, "Unrecognized internal syslog level code -1\n");
@@ -587,6 +604,16 @@ main(int argc, char **argv)
 		exit(EXIT_USAGE);
 	}
 	log_init(progname, level, facility, log_stderr);
+	if (env_bad_level)
+		error("ATOMIC_UPLOAD_LOG_LEVEL=%s not understood: using ERROR",
+		    getenv("ATOMIC_UPLOAD_LOG_LEVEL"));
+	if (env_bad_facility)
+		error("ATOMIC_UPLOAD_LOG_FACILITY=%s not understood: using AUTH",
+		    getenv("ATOMIC_UPLOAD_LOG_FACILITY"));
+	if (numeric_user)
+		verbose("no name for uid %lu (a chroot without /etc/passwd?): "
+		    "known by number, home \"%s\"", (unsigned long)getuid(),
+		    pw->pw_dir);
 
 	if (sweep_dir != NULL) {
 		if ((r = stage_sweep(sweep_dir, STAGE_SWEEP_TREE, &swept)) != 0) {

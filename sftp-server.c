@@ -929,10 +929,10 @@ lookup_name(struct sftp_session *s, int group, uint32_t id)
 	if (e->valid && e->id == id)
 		return e;
 	if (group) {
-		if ((gr = getgrgid((gid_t)id)) != NULL)
+		if ((gr = name_getgrgid((gid_t)id)) != NULL)
 			name = gr->gr_name;
 	} else {
-		if ((pw = getpwuid((uid_t)id)) != NULL)
+		if ((pw = name_getpwuid((uid_t)id)) != NULL)
 			name = pw->pw_name;
 	}
 	e->valid = 1;
@@ -2127,7 +2127,7 @@ process_expand_path(struct sftp_session *s, uint32_t id,
 			return ENAMETOOLONG;
 		memcpy(user, s->path1 + 1, ulen);
 		user[ulen] = '\0';
-		if ((pw = getpwnam(user)) == NULL) {
+		if ((pw = name_getpwnam(user)) == NULL) {
 			error("expand-path: no such user \"%s\"", user);
 			return send_status_msg(s, id, SSH2_FX_NO_SUCH_FILE,
 			    "no such user");
@@ -2239,7 +2239,7 @@ process_home_directory(struct sftp_session *s, uint32_t id,
 		return r;
 	debug3("request %u: home-directory \"%s\"", id, s->path1);
 	/* As the extension specifies: an empty name is the session user. */
-	if ((pw = getpwnam(s->path1[0] != '\0' ? s->path1 : s->user)) == NULL)
+	if ((pw = name_getpwnam(s->path1[0] != '\0' ? s->path1 : s->user)) == NULL)
 		return ERR_FAILURE;
 	verbose("home-directory \"%s\"", pw->pw_dir);
 	if (snprintf(s->path2, sizeof(s->path2), "%s", pw->pw_dir) >=

@@ -2,7 +2,8 @@
 # Run every test: the README's test command, and what CI runs.
 #
 #   contrib/test.sh            two builds, each followed by `make check`:
-#                              warnings as errors, then ASan+UBSan; on the
+#                              warnings as errors, then ASan+UBSan (and a
+#                              static build for the chroot test); on the
 #                              first build also the SFTP end-to-end tests
 #                              under valgrind and each libFuzzer harness
 #                              for FUZZ_SECONDS (default 60)
@@ -99,6 +100,12 @@ if [ "$quick" -eq 0 ]; then
 	# Sanitizer reports from programs started by sshd land in files;
 	# run-tests.sh counts any such file as a failure.
 	run_build sanitizers "--enable-werror --enable-sanitizers"
+fi
+if [ "$quick" -eq 0 ]; then
+	# Static programs in chroot jails: regress/t-chroot.sh skips in the
+	# dynamic builds, so a third build runs it (with the unit tests).
+	TESTS_SELECTED="${TESTS_SELECTED:-test_ t-chroot}" \
+	    run_build static "--enable-werror --enable-static"
 fi
 echo "#####$summaries"
 echo "$total_pass passed, $total_fail failed"

@@ -1,6 +1,6 @@
 /*
  * Unit tests for misc.c (read_full, write_full, parse_u64, sanitise_copy,
- * monotime_double) and log.c (level and facility names, the commit/abort
+ * monotime_double, session_passwd, open_null) and log.c (level and facility names, the commit/abort
  * line shape).
  */
 #include "includes.h"
@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -409,6 +410,78 @@ test_log_stage_lines(void)
 	TEST_DONE();
 }
 
+/*
+ * In a child that becomes a uid with no passwd entry (root only): the
+ * user is known by number, home from an absolute HOME, else "/".
+ * Exit status: the number of the first failed step, 0 if all passed.
+ */
+static int
+session_passwd_child(uid_t uid)
+{
+	struct passwd *pw;
+	char want[32];
+	int numeric = -1;
+
+	if (setgid((gid_t)uid) != 0 || setuid(uid) != 0)
+		return 1;
+	snprintf(want, sizeof(want), "%lu", (unsigned long)uid);
+	setenv("HOME", "/upload", 1);
+	pw = session_passwd(&numeric);
+	if (numeric != 1 || strcmp(pw->pw_name, want) != 0 ||
+	    pw->pw_uid != uid || pw->pw_gid != (gid_t)uid)
+		return 2;
+	if (strcmp(pw->pw_dir, "/upload") != 0)
+		return 3;
+	setenv("HOME", "relative/dir", 1);
+	if (strcmp(session_passwd(NULL)->pw_dir, "/") != 0)
+		return 4;
+	unsetenv("HOME");
+	if (strcmp(session_passwd(NULL)->pw_dir, "/") != 0)
+		return 5;
+	return 0;
+}
+
+static void
+test_session_passwd(void)
+{
+	struct passwd *pw;
+	uid_t uid;
+	pid_t pid;
+	int numeric = -1, status;
+
+	TEST_START("session_passwd: the account, or a number without one");
+	pw = session_passwd(&numeric);
+	ASSERT_INT_EQ(numeric, name_getpwuid(getuid()) == NULL);
+	ASSERT_INT_EQ(pw->pw_uid, getuid());
+	if (getuid() == 0) {
+		ASSERT_INT_EQ(numeric, 0);
+		ASSERT_STR_EQ(pw->pw_name, "root");
+		/* A uid nobody has. */
+		for (uid = 2147480001U; name_getpwuid(uid) != NULL; uid++)
+			;
+		if ((pid = fork()) == 0)
+			_exit(session_passwd_child(uid));
+		ASSERT_INT_EQ(waitpid(pid, &status, 0), pid);
+		ASSERT_TRUE(WIFEXITED(status));
+		ASSERT_INT_EQ(WEXITSTATUS(status), 0);
+	}
+	TEST_DONE();
+}
+
+static void
+test_open_null(void)
+{
+	char c;
+	int fd;
+
+	TEST_START("open_null: a descriptor that reads as end of file");
+	fd = open_null();
+	ASSERT_INT_GE(fd, 0);
+	ASSERT_INT_EQ(read(fd, &c, 1), 0);
+	close(fd);
+	TEST_DONE();
+}
+
 int
 main(int argc, char **argv)
 {
@@ -426,6 +499,10 @@ main(int argc, char **argv)
 		test_sanitise_copy();
 	if (test_wanted("path_split"))
 		test_path_split();
+	if (test_wanted("session_passwd"))
+		test_session_passwd();
+	if (test_wanted("open_null"))
+		test_open_null();
 	if (test_wanted("monotime"))
 		test_monotime();
 	if (test_wanted("log_parse_level"))
