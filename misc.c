@@ -249,3 +249,20 @@ name_getgrgid(gid_t gid)
 	return getgrgid(gid);
 }
 #endif
+
+const char *
+ssh_client_address(char *buf, size_t len)
+{
+	const char *conn = getenv("SSH_CONNECTION");
+	size_t n;
+
+	if (conn == NULL || *conn == '\0')
+		return "UNKNOWN";
+	n = strcspn(conn, " ");
+	if (n >= len)
+		n = len - 1;
+	memcpy(buf, conn, n);
+	buf[n] = '\0';
+	sanitise_copy(buf, len, buf);
+	return buf;
+}

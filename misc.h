@@ -60,4 +60,8 @@ struct group *name_getgrgid(gid_t gid);
  */
 struct passwd *session_passwd(int *numeric);
 
+/* The client's address: the first word of sshd's SSH_CONNECTION,
+ * sanitised, in `buf`; "UNKNOWN" without it. */
+const char *ssh_client_address(char *buf, size_t len);
+
 #endif /* MISC_H */

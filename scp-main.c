@@ -258,24 +258,6 @@ stage_settings(struct stage_opts *so, char **tmpdir)
 	}
 }
 
-/* The client's address from sshd's SSH_CONNECTION, for the hook. */
-static const char *
-client_address(char *buf, size_t len)
-{
-	const char *conn = getenv("SSH_CONNECTION");
-	size_t n;
-
-	if (conn == NULL || *conn == '\0')
-		return "UNKNOWN";
-	n = strcspn(conn, " ");
-	if (n >= len)
-		n = len - 1;
-	memcpy(buf, conn, n);
-	buf[n] = '\0';
-	sanitise_copy(buf, len, buf);
-	return buf;
-}
-
 /*
  * The commit hook for a server sink (ATOMIC_UPLOAD_HOOK), or NULL.  A
  * hook that is not an absolute path is refused with a log line; the
@@ -296,7 +278,7 @@ sink_hook(const struct stage_opts *so, char *addr, size_t addrlen)
 	ho.protocol = "scp";
 	pw = session_passwd(NULL);
 	ho.user = pw->pw_name;
-	ho.client_addr = client_address(addr, addrlen);
+	ho.client_addr = ssh_client_address(addr, addrlen);
 	ho.sync = so->sync;
 	hook_settings_from_env(&ho);
 	if (hook_new(&ho, &h) != 0) {

@@ -295,23 +295,6 @@ plan_handles(int have_tmpdir)
 	return (unsigned int)(avail / per);
 }
 
-static const char *
-client_address(char *buf, size_t len)
-{
-	const char *conn = getenv("SSH_CONNECTION");
-	size_t n;
-
-	if (conn == NULL || *conn == '\0')
-		return "UNKNOWN";
-	n = strcspn(conn, " ");
-	if (n >= len)
-		n = len - 1;
-	memcpy(buf, conn, n);
-	buf[n] = '\0';
-	sanitise_copy(buf, len, buf);
-	return buf;
-}
-
 static void
 install_signals(void)
 {
@@ -716,7 +699,7 @@ main(int argc, char **argv)
 
 	opts.user = pw->pw_name;
 	opts.home = pw->pw_dir;
-	opts.client_addr = client_address(addr, sizeof(addr));
+	opts.client_addr = ssh_client_address(addr, sizeof(addr));
 	opts.max_handles = plan_handles(tmpdir != NULL);
 
 	if ((r = sftp_session_new(&opts, &s)) != 0)
