@@ -147,9 +147,26 @@ struct staged_file {
 	off_t digest_reread;
 	off_t digest_holes;
 	int xattr_error;
+
+	/* Resumable uploads (DESIGN.md 12, partial.h). */
+	int resume;			/* stage_opts.resume */
+	struct partial_limits plim;
+	struct partial_key pkey;	/* the destination's key */
+	struct partial_state pstate;	/* what was at the name when the
+					 * upload (or the one it continues)
+					 * began */
+	int homefd;			/* the directory the staged file was
+					 * made in (not owned): where it is
+					 * kept, on its filesystem */
+	int storefd;			/* the user's store in use, or -1 */
+	int storebase;			/* ... the directory holding it */
+	int recfd;			/* in-flight record, held locked */
+	int no_partial;			/* renamed or removed: never kept */
+	off_t resumed_from;		/* bytes of kept data continued */
 };
 
 static int rename_noreplace(int, const char *, int, const char *);
+static int link_anonymous(int, int, const char *);
 
 static struct staged_file *live_stagings;
 static int live_count;
@@ -686,6 +703,7 @@ create_staged(struct staged_file *sf, mode_t mode)
 		if (fd >= 0) {
 			sf->fd = fd;
 			sf->method = STAGE_TMPFILE;
+			sf->homefd = parent;
 			return 0;
 		}
 		if (!tmpfile_unsupported(errno))
@@ -709,6 +727,7 @@ create_staged(struct staged_file *sf, mode_t mode)
 	}
 	sf->fd = fd;
 	sf->method = STAGE_NAMED;
+	sf->homefd = sf->privparent;
 	return 0;
 }
 
@@ -1062,6 +1081,12 @@ inode_pinned(int fd)
 static void
 free_staged(struct staged_file *sf)
 {
+	if (sf->recfd >= 0)
+		close(sf->recfd);
+	if (sf->storefd >= 0)
+		close(sf->storefd);
+	if (sf->storebase >= 0)
+		close(sf->storebase);
 	if (sf->srcfd >= 0 && sf->srcfd != sf->oldfd)
 		close(sf->srcfd);
 	if (sf->oldfd >= 0)
@@ -1195,6 +1220,366 @@ stage_existing(struct staged_file *sf, const struct stage_opts *opts,
 	return 0;
 }
 
+/* Resumable uploads (DESIGN.md 12) */
+
+/*
+ * What the user's stores hold for `name` in `dirfd`: the staging
+ * directory's store first, then the destination directory's.  For any
+ * kind but PARTIAL_NONE, *storefdp gets the store and *basefdp the
+ * directory holding it (both owned by the caller).  The key is made in
+ * any case.
+ */
+static int
+partial_lookup(int dirfd, int stagedirfd, const char *name,
+    const struct partial_limits *lim, struct partial_key *k,
+    struct partial_found *found, int *storefdp, int *basefdp)
+{
+	struct partial_state now;
+	struct stat dst;
+	int bases[2], i, sfd, r;
+
+	*storefdp = *basefdp = -1;
+	memset(found, 0, sizeof(*found));
+	found->kind = PARTIAL_NONE;
+	if (fstat(dirfd, &dst) != 0)
+		return errno;
+	if ((r = partial_key_make(dst.st_dev, dst.st_ino, name, k)) != 0 ||
+	    (r = partial_state_now(dirfd, name, &now)) != 0)
+		return r;
+	bases[0] = stagedirfd;
+	bases[1] = dirfd;
+	for (i = 0; i < 2; i++) {
+		if (bases[i] < 0 || partial_store_open(bases[i], 0, &sfd) != 0)
+			continue;
+		r = partial_find(sfd, k, &now, lim, found);
+		if (r == 0 && found->kind != PARTIAL_NONE) {
+			if ((*basefdp = dup(bases[i])) < 0) {
+				r = errno;
+				close(sfd);
+				found->kind = PARTIAL_NONE;
+				return r;
+			}
+			*storefdp = sfd;
+			return 0;
+		}
+		close(sfd);
+	}
+	found->kind = PARTIAL_NONE;
+	return 0;
+}
+
+/* The same for a path, as a later session names it. */
+static int
+partial_at_path(const struct stage_opts *opts, const char *path, int follow,
+    struct partial_key *k, struct partial_found *found, int *storefdp,
+    int *basefdp)
+{
+	char name[NAME_MAX + 1];
+	const char *note = NULL;
+	struct stat st;
+	int dfd = -1, sdfd = -1, readable, exists, followed, r;
+
+	*storefdp = *basefdp = -1;
+	found->kind = PARTIAL_NONE;
+	if (opts == NULL || !opts->resume)
+		return ENOENT;
+	if ((r = locate(path, follow, &dfd, &readable, name, sizeof(name),
+	    &st, &exists, &followed)) != 0)
+		return r;
+	/* A partial upload stands in for a regular file or for nothing:
+	 * a directory, or a symbolic link that is not followed, is itself. */
+	if (exists && !S_ISREG(st.st_mode)) {
+		close(dfd);
+		return ENOENT;
+	}
+	if (opts->tmpdir != NULL && opts->tmpdir[0] != '\0')
+		sdfd = open_staging_dir(opts->tmpdir, dfd, &note);
+	r = partial_lookup(dfd, sdfd, name, &opts->partial, k, found,
+	    storefdp, basefdp);
+	if (sdfd >= 0)
+		close(sdfd);
+	close(dfd);
+	return r;
+}
+
+static void
+close_store(int *storefd, int *basefd)
+{
+	if (*storefd >= 0)
+		close(*storefd);
+	if (*basefd >= 0)
+		close(*basefd);
+	*storefd = *basefd = -1;
+}
+
+/*
+ * A truncating replacement is in flight: a locked record in the store
+ * says so to the user's other sessions, and stays when the upload is
+ * aborted, so that nothing continues the old file as if it were the
+ * start of the new one.  Without a store (a directory we may not write)
+ * there is no such record; the upload goes on.
+ */
+static void
+hold_record(struct staged_file *sf)
+{
+	int storefd;
+
+	if (sf->homefd < 0 || partial_store_open(sf->homefd, 1, &storefd) != 0)
+		return;
+	if (partial_record_put(storefd, &sf->pkey, &sf->pstate, 1,
+	    &sf->recfd) != 0 || (sf->storebase = dup(sf->homefd)) < 0) {
+		if (sf->recfd >= 0)
+			partial_record_release(storefd, &sf->pkey, sf->recfd, 1);
+		sf->recfd = -1;
+		close(storefd);
+		return;
+	}
+	sf->storefd = storefd;
+}
+
+/*
+ * Continue the kept data: it becomes the staged file, moved out of the
+ * store into a private directory of ours inside it (so no other session
+ * continues it too).  The staging made for the open is dropped.  The
+ * kernel decides the access against the kept file, which has the final
+ * owner and mode: what it would decide for stock's half-written file.
+ */
+static int
+adopt_partial(struct staged_file *sf, int oflags, int storefd, int basefd,
+    const struct partial_found *found)
+{
+	char dname[NAME_MAX + 1];
+	struct stat st;
+	int fd = -1, rw, pfd, fl, r, acc = oflags & O_ACCMODE;
+
+	discard(sf);
+	if ((pfd = dup(storefd)) < 0) {
+		r = errno;
+		goto fail;
+	}
+	if ((r = make_private_dir(sf, pfd)) != 0) {
+		close(pfd);
+		goto fail;
+	}
+	sf->privparent_owned = 1;
+	partial_data_name(&sf->pkey, dname, sizeof(dname));
+	if (renameat(storefd, dname, sf->privfd, INNER_NAME) != 0) {
+		/* Another session took it first. */
+		r = errno == ENOENT ? STAGE_E_INFLIGHT : errno;
+		remove_private_dir(sf, 0);
+		goto fail;
+	}
+	fd = openat(sf->privfd, INNER_NAME, acc | O_NOFOLLOW | O_NOCTTY |
+	    O_NONBLOCK | O_CLOEXEC);
+	if (fd >= 0 && acc == O_WRONLY &&
+	    (rw = openat(sf->privfd, INNER_NAME, O_RDWR | O_NOFOLLOW |
+	    O_NOCTTY | O_NONBLOCK | O_CLOEXEC)) >= 0) {
+		/* Readable too, for the digest, where the kernel allows. */
+		close(fd);
+		fd = rw;
+	}
+	if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    (fl = fcntl(fd, F_GETFL)) < 0 ||
+	    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+		r = fd < 0 ? errno : EINVAL;
+		if (fd >= 0)
+			close(fd);
+		/* Kept for another try (by a client with the access). */
+		(void)renameat(sf->privfd, INNER_NAME, storefd, dname);
+		remove_private_dir(sf, 1);
+		goto fail;
+	}
+	if (sf->srcfd >= 0 && sf->srcfd != sf->oldfd)
+		close(sf->srcfd);
+	sf->srcfd = -1;
+	sf->fd = fd;
+	sf->method = STAGE_NAMED;
+	sf->homefd = sf->privparent;
+	sf->lazy = 0;
+	sf->changed = 1;
+	sf->pstate = found->state;
+	sf->resumed_from = st.st_size;
+	sf->storefd = storefd;
+	sf->storebase = basefd;
+	return 0;
+ fail:
+	close_store(&storefd, &basefd);
+	return r;
+}
+
+/*
+ * An upload is opened: a truncating one discards what the user kept for
+ * the name; one that continues the file continues the kept data, or is
+ * refused where continuing the file would mix an old file with the
+ * start of a new one.
+ */
+static int
+resume_setup(struct staged_file *sf, const struct stage_opts *opts,
+    int oflags)
+{
+	struct partial_found found;
+	struct stat st;
+	int storefd = -1, basefd = -1, r;
+
+	sf->resume = 1;
+	sf->plim = opts->partial;
+	memset(&sf->pstate, 0, sizeof(sf->pstate));
+	if (sf->existed && sf->oldfd >= 0 && fstat(sf->oldfd, &st) == 0)
+		partial_state_of_stat(&st, &sf->pstate);
+	if (partial_lookup(sf->dirfd, sf->stagedirfd, sf->name, &sf->plim,
+	    &sf->pkey, &found, &storefd, &basefd) != 0) {
+		/* No key (a name we cannot look at): nothing is kept. */
+		sf->no_partial = 1;
+		return 0;
+	}
+	if (oflags & O_TRUNC) {
+		if (found.kind == PARTIAL_DATA || found.kind == PARTIAL_REPLACED)
+			partial_forget(storefd, &sf->pkey, 1);
+		if (storefd >= 0 && basefd >= 0)
+			partial_store_tidy(basefd, storefd);
+		close_store(&storefd, &basefd);
+		if (sf->existed) {
+			sf->pstate.replacing = 1;
+			hold_record(sf);
+		}
+		return 0;
+	}
+	switch (found.kind) {
+	case PARTIAL_DATA:
+		return adopt_partial(sf, oflags, storefd, basefd, &found);
+	case PARTIAL_REPLACED:
+		r = STAGE_E_REPLACED;
+		break;
+	case PARTIAL_BUSY:
+		r = STAGE_E_INFLIGHT;
+		break;
+	default:
+		r = 0;
+		break;
+	}
+	close_store(&storefd, &basefd);
+	return r;
+}
+
+/* The name will not be kept (renamed, removed): its record goes now. */
+static void
+resume_drop(struct staged_file *sf)
+{
+	sf->no_partial = 1;
+	if (sf->recfd >= 0) {
+		partial_record_release(sf->storefd, &sf->pkey, sf->recfd, 1);
+		sf->recfd = -1;
+	}
+}
+
+/*
+ * The upload ends without keeping anything: committed (every record of
+ * the name goes), or aborted (a replacement's record stays, its age
+ * counting from now; kept data it continued is gone with the staging).
+ */
+static void
+resume_finish(struct staged_file *sf, int committed)
+{
+	int done = committed || sf->no_partial;
+
+	if (sf->recfd >= 0) {
+		partial_record_release(sf->storefd, &sf->pkey, sf->recfd, done);
+		sf->recfd = -1;
+	} else if (sf->storefd >= 0 && sf->resumed_from > 0) {
+		if (done || !sf->pstate.replacing)
+			partial_forget(sf->storefd, &sf->pkey, 1);
+		else
+			(void)partial_record_put(sf->storefd, &sf->pkey,
+			    &sf->pstate, 0, NULL);
+	}
+	if (sf->storefd >= 0 && sf->storebase >= 0)
+		partial_store_tidy(sf->storebase, sf->storefd);
+	close_store(&sf->storefd, &sf->storebase);
+}
+
+/*
+ * Keep the staged data in the user's store, beside the record that
+ * makes it resumable: in the directory it was staged in, so on its
+ * filesystem; a rename, never a copy.
+ */
+static int
+keep_partial(struct staged_file *sf, off_t *kept, char *note, size_t len)
+{
+	char dname[NAME_MAX + 1], tmp[NAME_MAX + 1];
+	struct stat st;
+	int r, tries;
+
+	if (fstat(sf->fd, &st) != 0) {
+		r = errno;
+		snprintf(note, len, "fstat: %s", strerror(r));
+		return r;
+	}
+	if (st.st_size == 0) {
+		snprintf(note, len, "no data arrived");
+		return ENODATA;
+	}
+	if (sf->storefd < 0) {
+		if ((r = partial_store_open(sf->homefd, 1, &sf->storefd)) != 0) {
+			snprintf(note, len, "no store for partial uploads: %s",
+			    r == EPERM ? "the name is taken by somebody else" :
+			    strerror(r));
+			return r;
+		}
+		if ((sf->storebase = dup(sf->homefd)) < 0) {
+			r = errno;
+			snprintf(note, len, "dup: %s", strerror(r));
+			return r;
+		}
+	}
+	if ((r = partial_make_room(sf->storefd, (off_t)st.st_blocks * 512,
+	    &sf->plim)) != 0) {
+		snprintf(note, len, "%s", r == ENOSPC ? "larger than the space "
+		    "partial uploads may hold" : strerror(r));
+		return r;
+	}
+	/* The record first: data without one is offered to nobody. */
+	if (sf->recfd >= 0) {
+		partial_record_release(sf->storefd, &sf->pkey, sf->recfd, 0);
+		sf->recfd = -1;
+	} else if ((r = partial_record_put(sf->storefd, &sf->pkey,
+	    &sf->pstate, 0, NULL)) != 0) {
+		snprintf(note, len, "%s", r == EBUSY ? "another session is "
+		    "replacing the file" : strerror(r));
+		return r;
+	}
+	partial_data_name(&sf->pkey, dname, sizeof(dname));
+	if (sf->method == STAGE_TMPFILE) {
+		for (tries = 0; tries < 100; tries++) {
+			if ((r = make_temp_name(tmp, sizeof(tmp))) != 0)
+				break;
+			if ((r = link_anonymous(sf->fd, sf->storefd, tmp)) == 0 ||
+			    r != EEXIST)
+				break;
+		}
+		if (r == 0 && renameat(sf->storefd, tmp, sf->storefd,
+		    dname) != 0) {
+			r = errno;
+			(void)unlinkat(sf->storefd, tmp, 0);
+		}
+	} else {
+		r = renameat(sf->privfd, INNER_NAME, sf->storefd, dname) == 0 ?
+		    0 : errno;
+		if (r == 0)
+			remove_private_dir(sf, 0);
+	}
+	if (r != 0) {
+		snprintf(note, len, "keep the data: %s", strerror(r));
+		if (!sf->pstate.replacing)
+			partial_forget(sf->storefd, &sf->pkey, 1);
+		return r;
+	}
+	close(sf->fd);
+	sf->fd = -1;
+	close_store(&sf->storefd, &sf->storebase);
+	*kept = st.st_size;
+	return 0;
+}
+
 int
 stage_open(const struct stage_opts *opts, const char *path, int oflags,
     mode_t mode, struct staged_file **sfp)
@@ -1203,6 +1588,7 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 	struct staged_file *sf = NULL;
 	struct stat st, pst;
 	int r = 0, exists = 0, followed = 0, probe = -1, tries;
+	int partial_creat = 0;
 
 	*sfp = NULL;
 	if (opts == NULL)
@@ -1213,6 +1599,7 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 		return ENOMEM;
 	sf->fd = sf->dirfd = sf->stagedirfd = sf->privfd = -1;
 	sf->oldfd = sf->srcfd = sf->privparent = -1;
+	sf->homefd = sf->storefd = sf->storebase = sf->recfd = -1;
 	sf->start = now_seconds();
 	sf->sync = opts->sync;
 	sf->no_close_event = opts->no_close_event;
@@ -1249,7 +1636,10 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 			    sf->name, sizeof(sf->name), &st, &exists,
 			    &followed)) != 0)
 				goto out;
-			if (exists) {
+			/* A partial upload the user kept there is a file
+			 * that exists, for him. */
+			if (exists || (opts->resume &&
+			    stage_partial_stat(opts, path, 0, &st) == 0)) {
 				r = EEXIST;
 				goto out;
 			}
@@ -1263,8 +1653,17 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 			    "not a regular file: writing in place");
 			goto out;
 		}
-		if (r == ENOENT && !(oflags & O_CREAT))
-			goto out;
+		if (r == ENOENT && !(oflags & O_CREAT)) {
+			/* The user's kept partial upload is a file there for
+			 * him (a resume that opens "r+"): staged as a new
+			 * file, which the kernel must allow, then continued
+			 * from the kept data. */
+			if (!opts->resume ||
+			    stage_partial_stat(opts, path, 1, &st) != 0)
+				goto out;
+			partial_creat = 1;
+			oflags |= O_CREAT;
+		}
 		if (r != 0 && r != ENOENT)
 			goto out;	/* the kernel's answer is stock's */
 		if (r == 0) {
@@ -1353,11 +1752,17 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 			goto out;
 		sf->changed = 1;
 	}
+	if (opts->resume && sf->method != STAGE_DIRECT &&
+	    (r = resume_setup(sf, opts, oflags)) != 0)
+		goto out;
+	if (partial_creat && sf->resumed_from == 0)
+		r = ENOENT;	/* gone meanwhile: there is no file */
  out:
 	if (probe >= 0)
 		close(probe);
 	if (r != 0) {
 		discard(sf);
+		resume_finish(sf, 0);
 		free_staged(sf);
 		return r;
 	}
@@ -1713,6 +2118,7 @@ stage_unlink_old(struct staged_file *sf)
 		return EBADF;
 	if (sf->method == STAGE_DIRECT)
 		return EINVAL;
+	resume_drop(sf);
 	if (!sf->existed)
 		/* Only ever in our hands: the kernel would let us unlink it
 		 * where we may write the directory. */
@@ -1764,6 +2170,8 @@ stage_retarget(struct staged_file *sf, const char *newpath, int replace)
 			goto out;
 	} else if ((r = unlink_old_name(sf)) != 0)
 		goto out;
+	/* Kept under another name, it would not be found again. */
+	resume_drop(sf);
 	/* A private directory beside the old destination stays there
 	 * until the commit: keep its directory's descriptor for it. */
 	if (sf->privfd >= 0 && sf->privparent == sf->dirfd &&
@@ -2021,6 +2429,8 @@ fill_report(const struct staged_file *sf, struct stage_report *rep,
 	rep->digest_reread = sf->digest_reread;
 	rep->digest_holes = sf->digest_holes;
 	rep->xattr_error = sf->xattr_error;
+	rep->partial_kept = -1;
+	rep->resumed_from = sf->resumed_from;
 	if (sf->resolve_path)
 		final_path(sf, rep->final_path, sizeof(rep->final_path));
 }
@@ -2185,7 +2595,7 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 {
 	const char *step = NULL;
 	struct stat st;
-	int r = 0, fd;
+	int r = 0, fd, published = 0;
 
 	if (sf->aborted) {
 		r = ECANCELED;
@@ -2230,6 +2640,7 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 				goto fail;
 		}
 		fill_report(sf, rep, 0, NULL);
+		published = 1;
 		if (rep != NULL)
 			rep->published = 1;
 		step = "close";
@@ -2270,6 +2681,7 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 	}
 	if ((r = publish(sf, &step)) != 0)
 		goto fail;
+	published = 1;
 	if (rep != NULL)
 		rep->published = 1;
 	if (sf->sync == STAGE_SYNC_FULL) {
@@ -2309,6 +2721,9 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 		fill_report(sf, rep, r, step);
 	discard(sf);
  done:
+	/* Published (even if the directory fsync then failed): the name
+	 * holds the new content, and no record of it is true any more. */
+	resume_finish(sf, published);
 	registry_remove(sf);
 	free_staged(sf);
 	return r;
@@ -2328,8 +2743,163 @@ stage_abort(struct staged_file *sf, const char *reason,
 	} else {
 		discard(sf);
 	}
+	resume_finish(sf, 0);
 	registry_remove(sf);
 	free_staged(sf);
+}
+
+void
+stage_interrupt(struct staged_file *sf, const char *reason,
+    struct stage_report *rep)
+{
+	char note[sizeof(rep->partial_note)] = "";
+	off_t kept = -1;
+
+	if (sf == NULL)
+		return;
+	/* Only data that is all the client's: not a modification that
+	 * changed nothing, not data a write or the copy failed to store. */
+	if (sf->resume && !sf->aborted && sf->method != STAGE_DIRECT &&
+	    !sf->no_partial && sf->changed && !sf->lazy &&
+	    sf->write_error == 0 && sf->copy_error == 0 && sf->fd >= 0) {
+		fill_report(sf, rep, 0, reason != NULL ? reason : "aborted");
+		if (keep_partial(sf, &kept, note, sizeof(note)) == 0) {
+			if (rep != NULL)
+				rep->partial_kept = kept;
+			resume_finish(sf, 0);
+			registry_remove(sf);
+			free_staged(sf);
+			return;
+		}
+	}
+	stage_abort(sf, reason, rep);
+	if (rep != NULL)
+		snprintf(rep->partial_note, sizeof(rep->partial_note), "%s",
+		    note);
+}
+
+off_t
+stage_resumed(const struct staged_file *sf)
+{
+	return sf->resumed_from;
+}
+
+int
+stage_partial_stat(const struct stage_opts *opts, const char *path,
+    int follow, struct stat *st)
+{
+	struct partial_found found;
+	struct partial_key k;
+	int storefd, basefd, r;
+
+	if ((r = partial_at_path(opts, path, follow, &k, &found, &storefd,
+	    &basefd)) != 0)
+		return r;
+	close_store(&storefd, &basefd);
+	if (found.kind != PARTIAL_DATA)
+		return ENOENT;
+	*st = found.st;
+	return 0;
+}
+
+int
+stage_partial_open(const struct stage_opts *opts, const char *path,
+    int oflags, int *fdp)
+{
+	struct partial_found found;
+	struct partial_key k;
+	int storefd, basefd, r;
+
+	*fdp = -1;
+	if ((r = partial_at_path(opts, path, 1, &k, &found, &storefd,
+	    &basefd)) != 0)
+		return r;
+	r = found.kind == PARTIAL_DATA ?
+	    partial_data_open(storefd, &k, oflags, fdp) : ENOENT;
+	close_store(&storefd, &basefd);
+	return r;
+}
+
+int
+stage_partial_forget(const struct stage_opts *opts, const char *path)
+{
+	struct partial_found found;
+	struct partial_key k;
+	int storefd, basefd, r;
+
+	if ((r = partial_at_path(opts, path, 0, &k, &found, &storefd,
+	    &basefd)) != 0)
+		return r;
+	r = ENOENT;
+	if (found.kind == PARTIAL_DATA || found.kind == PARTIAL_REPLACED) {
+		partial_forget(storefd, &k, 1);
+		partial_store_tidy(basefd, storefd);
+		r = found.kind == PARTIAL_DATA ? 0 : ENOENT;
+	}
+	close_store(&storefd, &basefd);
+	return r;
+}
+
+struct partial_listing {
+	int dirfd;
+	int storefd;
+	const struct partial_limits *lim;
+	stage_partial_fn *fn;
+	void *arg;
+};
+
+static int
+list_one(void *arg, const char *name)
+{
+	struct partial_listing *pl = arg;
+	struct partial_state now;
+	struct partial_found found;
+	struct partial_key k;
+	struct stat dst;
+
+	if (fstat(pl->dirfd, &dst) != 0 ||
+	    partial_key_make(dst.st_dev, dst.st_ino, name, &k) != 0 ||
+	    partial_state_now(pl->dirfd, name, &now) != 0 ||
+	    (now.exists && fstatat(pl->dirfd, name, &dst,
+	    AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(dst.st_mode)) ||
+	    partial_find(pl->storefd, &k, &now, pl->lim, &found) != 0 ||
+	    found.kind != PARTIAL_DATA)
+		return 0;
+	return pl->fn(pl->arg, name, &found.st);
+}
+
+int
+stage_partial_list(const struct stage_opts *opts, int dirfd,
+    stage_partial_fn *fn, void *arg)
+{
+	struct partial_listing pl;
+	struct stat dst;
+	const char *note = NULL;
+	int bases[2], i, r = 0;
+
+	if (opts == NULL || !opts->resume)
+		return 0;
+	if (fstat(dirfd, &dst) != 0)
+		return errno;
+	bases[0] = -1;
+	if (opts->tmpdir != NULL && opts->tmpdir[0] != '\0')
+		bases[0] = open_staging_dir(opts->tmpdir, dirfd, &note);
+	bases[1] = dirfd;
+	pl.dirfd = dirfd;
+	pl.lim = &opts->partial;
+	pl.fn = fn;
+	pl.arg = arg;
+	for (i = 0; i < 2 && r == 0; i++) {
+		if (bases[i] < 0 ||
+		    partial_store_open(bases[i], 0, &pl.storefd) != 0)
+			continue;
+		r = partial_list(pl.storefd, dst.st_dev, dst.st_ino, pl.lim,
+		    list_one, &pl);
+		close(pl.storefd);
+	}
+	if (bases[0] >= 0)
+		close(bases[0]);
+	return r;
 }
 
 int
@@ -2418,11 +2988,55 @@ sweep_entry(int dfd, const char *name, unsigned int *count)
 	close(fd);
 }
 
+struct sweep_ctx {
+	dev_t dev;
+	int flags;
+	const struct partial_limits *lim;	/* NULL: leave stores alone */
+	unsigned int count;
+	unsigned int expired;
+};
+
+static void sweep_dir(int, int, struct sweep_ctx *);
+
+/*
+ * A store of partial uploads: what expired goes, and the private
+ * directories of resumes whose process died; then the store itself if
+ * nothing is left.  Root's sweep takes everybody's, a user's only his.
+ */
 static void
-sweep_dir(int dfd, dev_t dev, int depth, int flags, unsigned int *count)
+sweep_store(int dfd, const char *name, uid_t uid, struct sweep_ctx *c)
+{
+	struct sweep_ctx inner = *c;
+	struct stat st;
+	unsigned int n = 0;
+	int fd;
+
+	if (geteuid() != 0 && uid != geteuid())
+		return;
+	if ((fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC)) < 0)
+		return;
+	if (fstat(fd, &st) != 0 || st.st_uid != uid ||
+	    (st.st_mode & 077) != 0 || st.st_dev != c->dev) {
+		close(fd);
+		return;
+	}
+	inner.flags = 0;
+	inner.count = 0;
+	sweep_dir(fd, SWEEP_MAX_DEPTH, &inner);
+	c->count += inner.count;
+	if (partial_expire(fd, c->lim, &n) == 0)
+		c->expired += n;
+	close(fd);
+	(void)unlinkat(dfd, name, AT_REMOVEDIR);	/* if empty */
+}
+
+static void
+sweep_dir(int dfd, int depth, struct sweep_ctx *c)
 {
 	struct dirent *de;
 	struct stat st;
+	uid_t uid;
 	DIR *d;
 	int fd, sub;
 
@@ -2437,10 +3051,15 @@ sweep_dir(int dfd, dev_t dev, int depth, int flags, unsigned int *count)
 		    strcmp(de->d_name, "..") == 0)
 			continue;
 		if (stage_is_temp_name(de->d_name)) {
-			sweep_entry(dfd, de->d_name, count);
+			sweep_entry(dfd, de->d_name, &c->count);
 			continue;
 		}
-		if (!(flags & STAGE_SWEEP_TREE) || depth >= SWEEP_MAX_DEPTH ||
+		if (partial_is_store_name(de->d_name, &uid)) {
+			if (c->lim != NULL)
+				sweep_store(dfd, de->d_name, uid, c);
+			continue;
+		}
+		if (!(c->flags & STAGE_SWEEP_TREE) || depth >= SWEEP_MAX_DEPTH ||
 		    (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN))
 			continue;
 		sub = openat(dfd, de->d_name, O_RDONLY | O_DIRECTORY |
@@ -2449,33 +3068,49 @@ sweep_dir(int dfd, dev_t dev, int depth, int flags, unsigned int *count)
 			continue;
 		/* Stay on this filesystem: a mount below is another one's
 		 * business. */
-		if (fstat(sub, &st) == 0 && st.st_dev == dev)
-			sweep_dir(sub, dev, depth + 1, flags, count);
+		if (fstat(sub, &st) == 0 && st.st_dev == c->dev)
+			sweep_dir(sub, depth + 1, c);
 		close(sub);
 	}
 	closedir(d);
 }
 
 int
-stage_sweep(const char *dir, int flags, unsigned int *removed)
+stage_sweep_partial(const char *dir, int flags,
+    const struct partial_limits *lim, unsigned int *removed,
+    unsigned int *expired)
 {
+	struct sweep_ctx c;
 	struct stat st;
-	unsigned int count = 0;
 	int dfd;
 
 	if (removed != NULL)
 		*removed = 0;
+	if (expired != NULL)
+		*expired = 0;
 	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		return errno;
 	if (fstat(dfd, &st) != 0) {
 		close_keep_errno(dfd);
 		return errno;
 	}
-	sweep_dir(dfd, st.st_dev, 0, flags, &count);
+	memset(&c, 0, sizeof(c));
+	c.dev = st.st_dev;
+	c.flags = flags;
+	c.lim = lim;
+	sweep_dir(dfd, 0, &c);
 	close(dfd);
 	if (removed != NULL)
-		*removed = count;
+		*removed = c.count;
+	if (expired != NULL)
+		*expired = c.expired;
 	return 0;
+}
+
+int
+stage_sweep(const char *dir, int flags, unsigned int *removed)
+{
+	return stage_sweep_partial(dir, flags, NULL, removed, NULL);
 }
 
 int

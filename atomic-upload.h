@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 #include <stddef.h>
 
+#include "partial.h"
+
 /* How much a successful commit promises about power loss (DESIGN.md 4). */
 enum stage_sync {
 	STAGE_SYNC_FULL = 0,	/* fsync file, publish, fsync directory */
@@ -60,6 +62,11 @@ struct stage_opts {
 				 * moments) and at the commit, not in each
 				 * stage_write(): a request's reply does not
 				 * wait for its hashing */
+	/* Resumable uploads (DESIGN.md 12, partial.h): stage_interrupt()
+	 * keeps the data of an upload that lost its connection, later
+	 * opens of the name by the same user see it and continue it. */
+	int resume;
+	struct partial_limits partial;
 };
 
 /* What happened to one upload, for the caller's commit/abort log line. */
@@ -88,6 +95,13 @@ struct stage_report {
 	/* With stage_opts.resolve_path: the absolute path the content was
 	 * published under (symbolic links resolved), "" if unknown. */
 	char final_path[4096];
+	/* stage_interrupt(): the bytes kept for a resume (-1: none kept),
+	 * or why nothing was kept ("" when there was nothing to keep). */
+	off_t partial_kept;
+	char partial_note[128];
+	/* The upload continued this many bytes an interrupted one had
+	 * kept (0: it did not continue anything). */
+	off_t resumed_from;
 };
 
 struct staged_file;
@@ -220,6 +234,46 @@ void stage_abort(struct staged_file *sf, const char *reason,
     struct stage_report *rep);
 
 /*
+ * The connection was lost: with stage_opts.resume, keep what arrived as
+ * a partial upload that the same user's later sessions can continue
+ * (rep->partial_kept), else as stage_abort().  Nothing is published
+ * either way.
+ */
+void stage_interrupt(struct staged_file *sf, const char *reason,
+    struct stage_report *rep);
+
+/* The bytes of kept partial data this upload continues (0: none). */
+off_t stage_resumed(const struct staged_file *sf);
+
+/*
+ * Errors of stage_open() with stage_opts.resume for a write-open without
+ * O_TRUNC: an interrupted replacement of the file whose partial data is
+ * gone (continuing the old file would build a mix of the old file and
+ * the new one); a replacement of it in flight in another session.
+ */
+#define STAGE_E_REPLACED	ENOTRECOVERABLE
+#define STAGE_E_INFLIGHT	EALREADY
+
+/*
+ * The same user's later sessions see a kept partial upload at its name
+ * (DESIGN.md 12).  With `follow` 0 a final symbolic link is the link,
+ * not a partial.  ENOENT when there is none.  _stat gives its
+ * attributes, _open a descriptor to read it (the kernel checks the
+ * access against the kept file, which has the final owner and mode),
+ * _forget removes it (a REMOVE or RENAME of the name), _list calls `fn`
+ * for each one in the directory open as `dirfd`.
+ */
+int stage_partial_stat(const struct stage_opts *opts, const char *path,
+    int follow, struct stat *st);
+int stage_partial_open(const struct stage_opts *opts, const char *path,
+    int oflags, int *fdp);
+int stage_partial_forget(const struct stage_opts *opts, const char *path);
+typedef int stage_partial_fn(void *arg, const char *name,
+    const struct stat *st);
+int stage_partial_list(const struct stage_opts *opts, int dirfd,
+    stage_partial_fn *fn, void *arg);
+
+/*
  * Abort every staging this process still has open, without logging or
  * allocating: for fatal paths and signal handlers (async-signal-safe).
  * Returns the number aborted.
@@ -241,6 +295,12 @@ int stage_count(void);
  */
 #define STAGE_SWEEP_TREE	0x1
 int stage_sweep(const char *dir, int flags, unsigned int *removed);
+/* The same, and with `lim` partial uploads that expired are removed from
+ * the stores found (root: everybody's, others: their own); *expired
+ * counts them. */
+int stage_sweep_partial(const char *dir, int flags,
+    const struct partial_limits *lim, unsigned int *removed,
+    unsigned int *expired);
 
 /* Does `name` look like one of our named temporaries? (watchers, sweep) */
 int stage_is_temp_name(const char *name);

@@ -311,6 +311,46 @@ install_signals(void)
 	sigaction(SIGPIPE, &sa, NULL);
 }
 
+/*
+ * Resumable uploads from the environment: ATOMIC_UPLOAD_RESUME (on),
+ * ATOMIC_UPLOAD_PARTIAL_AGE (24h), ATOMIC_UPLOAD_PARTIAL_MAX (no cap).
+ * A bad value is logged and the default kept.
+ */
+static void
+resume_settings(struct stage_opts *so, int *on)
+{
+	const char *env;
+	time_t age;
+	off_t max;
+
+	so->partial.age = PARTIAL_AGE_DEFAULT;
+	so->partial.record_age = 0;
+	so->partial.max_bytes = 0;
+	if ((env = getenv("ATOMIC_UPLOAD_RESUME")) != NULL && *env != '\0' &&
+	    parse_switch(env, on) != 0) {
+		error("ATOMIC_UPLOAD_RESUME=%s not understood: resume stays on",
+		    env);
+		*on = 1;
+	}
+	if ((env = getenv("ATOMIC_UPLOAD_PARTIAL_AGE")) != NULL &&
+	    *env != '\0') {
+		if (partial_parse_age(env, &age) != 0)
+			error("ATOMIC_UPLOAD_PARTIAL_AGE=%s not understood: "
+			    "using 24h", env);
+		else
+			so->partial.age = age;
+	}
+	if ((env = getenv("ATOMIC_UPLOAD_PARTIAL_MAX")) != NULL &&
+	    *env != '\0') {
+		if (partial_parse_size(env, &max) != 0)
+			error("ATOMIC_UPLOAD_PARTIAL_MAX=%s not understood: "
+			    "no cap", env);
+		else
+			so->partial.max_bytes = max;
+	}
+	so->resume = *on;
+}
+
 /* The exit status for a failed sftp_session_process(). */
 static int
 process_failed(int r, const char **reason)
@@ -329,7 +369,7 @@ process_failed(int r, const char **reason)
  * says why uploads still open are aborted.
  */
 static int
-serve(struct sftp_session *s, const char **reason)
+serve(struct sftp_session *s, const char **reason, int *lost)
 {
 	struct pollfd pfd[2];
 	const u_char *op;
@@ -339,6 +379,7 @@ serve(struct sftp_session *s, const char **reason)
 	int in_eof = 0, r, idle;
 
 	*reason = "connection lost";
+	*lost = 1;	/* unless we end it for a reason of our own */
 	for (;;) {
 		if (got_signal != 0)
 			return -1;
@@ -365,6 +406,7 @@ serve(struct sftp_session *s, const char **reason)
 				continue;
 			error("poll: %s", strerror(errno));
 			*reason = "poll failed";
+			*lost = 0;
 			return EXIT_FATAL;
 		}
 		if (n == 0) {
@@ -388,8 +430,10 @@ serve(struct sftp_session *s, const char **reason)
 				in_eof = 1;
 			} else if (n > 0) {
 				sftp_session_input_added(s, (size_t)n);
-				if ((r = sftp_session_process(s)) != 0)
+				if ((r = sftp_session_process(s)) != 0) {
+					*lost = 0;
 					return process_failed(r, reason);
+				}
 			}
 		}
 		/* Processing input above may have moved the buffer. */
@@ -404,8 +448,10 @@ serve(struct sftp_session *s, const char **reason)
 			if (n > 0) {
 				sftp_session_output_consume(s, (size_t)n);
 				/* Requests held back by a full output. */
-				if ((r = sftp_session_process(s)) != 0)
+				if ((r = sftp_session_process(s)) != 0) {
+					*lost = 0;
 					return process_failed(r, reason);
+				}
 			}
 		}
 	}
@@ -431,6 +477,8 @@ main(int argc, char **argv)
 	enum expand_fail ef;
 	const char *progname, *tmp_tmpl = NULL, *env;
 	const char *sweep_dir = NULL, *reason = NULL;
+	int resume_on = 1, lost = 0;
+	unsigned int expired;
 	char *start_dir = NULL, *tmpdir = NULL, addr[128], detail[256];
 	char failure[300];
 	unsigned int swept;
@@ -598,14 +646,17 @@ main(int argc, char **argv)
 		    "known by number, home \"%s\"", (unsigned long)getuid(),
 		    pw->pw_dir);
 
+	resume_settings(&opts.stage, &resume_on);
 	if (sweep_dir != NULL) {
-		if ((r = stage_sweep(sweep_dir, STAGE_SWEEP_TREE, &swept)) != 0) {
+		if ((r = stage_sweep_partial(sweep_dir, STAGE_SWEEP_TREE,
+		    &opts.stage.partial, &swept, &expired)) != 0) {
 			fprintf(stderr, "%s: sweep %s: %s\n", progname,
 			    sweep_dir, strerror(r));
 			exit(EXIT_USAGE);
 		}
-		logit("sweep \"%s\": removed %u stale temporary file%s",
-		    sweep_dir, swept, swept == 1 ? "" : "s");
+		logit("sweep \"%s\": removed %u stale temporary file%s, "
+		    "%u expired partial upload%s", sweep_dir, swept,
+		    swept == 1 ? "" : "s", expired, expired == 1 ? "" : "s");
 		exit(0);
 	}
 
@@ -684,6 +735,8 @@ main(int argc, char **argv)
 	 * durability was asked for explicitly. */
 	if (opts.stage.disabled && !have_sync)
 		opts.stage.sync = STAGE_SYNC_NONE;
+	if (opts.stage.disabled)
+		opts.stage.resume = 0;	/* the file itself is the partial one */
 
 	if (tmp_tmpl != NULL) {
 		ef = expand_dir(tmp_tmpl, pw, &tmpdir, detail, sizeof(detail));
@@ -710,13 +763,17 @@ main(int argc, char **argv)
 	if (start_dir != NULL && chdir(start_dir) != 0)
 		error("chdir to \"%s\" failed: %s", start_dir, strerror(errno));
 	if (tmpdir != NULL) {
-		/* Named temporaries a killed server left behind. */
-		if (stage_sweep(tmpdir, 0, &swept) == 0 && swept > 0)
-			logit("sweep \"%s\": removed %u stale temporary file%s",
-			    tmpdir, swept, swept == 1 ? "" : "s");
+		/* Named temporaries a killed server left behind, and the
+		 * user's partial uploads that expired. */
+		if (stage_sweep_partial(tmpdir, 0, &opts.stage.partial, &swept,
+		    &expired) == 0 && (swept > 0 || expired > 0))
+			logit("sweep \"%s\": removed %u stale temporary file%s, "
+			    "%u expired partial upload%s", tmpdir, swept,
+			    swept == 1 ? "" : "s", expired,
+			    expired == 1 ? "" : "s");
 	}
 	debug("staging %s, durability %s, modify %s, staging directory %s, "
-	    "max handles %u, digest %s%s, hook %s",
+	    "max handles %u, digest %s%s, hook %s, resume %s",
 	    opts.stage.disabled ? "off" : "on",
 	    stage_sync_name(opts.stage.sync),
 	    opts.stage.modify == STAGE_MODIFY_COPY ? "copy" : "inplace",
@@ -724,10 +781,11 @@ main(int argc, char **argv)
 	    opts.max_handles,
 	    opts.stage.digest && digest_available() ? "sha256" : "off",
 	    opts.stage.digest_xattr != NULL ? " (xattr)" : "",
-	    opts.hook.program != NULL ? opts.hook.program : "none");
+	    opts.hook.program != NULL ? opts.hook.program : "none",
+	    opts.stage.resume ? "on" : "off");
 
 	install_signals();
-	status = serve(s, &reason);
+	status = serve(s, &reason, &lost);
 	if (status < 0) {
 		int signo = got_signal;
 		char why[64];
@@ -735,7 +793,9 @@ main(int argc, char **argv)
 		logit("received signal %d: aborting open uploads", signo);
 		snprintf(why, sizeof(why), "server killed by signal %d", signo);
 		live_session = NULL;
-		sftp_session_free(s, why);
+		/* Stopped from outside (a hangup, sshd or the system going
+		 * down): the upload was interrupted, not refused. */
+		sftp_session_lost(s, why);
 		free(start_dir);
 		free(tmpdir);
 		/* Die of the signal, as the stock server would have. */
@@ -744,7 +804,10 @@ main(int argc, char **argv)
 		exit(EXIT_FATAL);
 	}
 	live_session = NULL;
-	sftp_session_free(s, reason);
+	if (lost)
+		sftp_session_lost(s, reason);
+	else
+		sftp_session_free(s, reason);
 	free(start_dir);
 	free(tmpdir);
 	return status;

@@ -90,6 +90,9 @@ struct handle {
 	int can_write;
 	int append;
 	int dir_listed_uploads;		/* HANDLE_DIR: uploads listed */
+	struct dir_partial *partials;	/* HANDLE_DIR: the user's kept
+					 * partial uploads in it */
+	size_t npartials;
 	uint64_t bytes_read;
 	uint64_t bytes_written;
 	unsigned int next_free;
@@ -112,6 +115,13 @@ struct upload {
 	 * never be published, whatever CLOSE says. */
 	int write_error;
 	struct upload *next;
+};
+
+/* A kept partial upload in a listed directory (DESIGN.md 12). */
+struct dir_partial {
+	char *name;
+	struct stat st;
+	int listed;
 };
 
 struct name_cache_entry {
@@ -459,8 +469,12 @@ static void
 handle_release(struct sftp_session *s, unsigned int idx)
 {
 	struct handle *h = &s->handles[idx];
+	size_t i;
 
 	free(h->path);
+	for (i = 0; i < h->npartials; i++)
+		free(h->partials[i].name);
+	free(h->partials);
 	memset(h, 0, sizeof(*h));
 	h->fd = -1;
 	h->next_free = s->free_head;
@@ -602,6 +616,13 @@ upload_report(struct sftp_session *s, const struct stage_report *rep,
     int committed)
 {
 	log_stage(rep, committed);
+	if (rep->partial_kept >= 0)
+		logit("partial \"%s\" kept: %lld bytes, resumable for %lld s",
+		    rep->path, (long long)rep->partial_kept,
+		    (long long)s->stage.partial.age);
+	else if (rep->partial_note[0] != '\0')
+		logit("partial \"%s\" not kept: %s", rep->path,
+		    rep->partial_note);
 	if (s->hook != NULL)
 		hook_upload(s->hook, rep, committed);
 }
@@ -666,7 +687,7 @@ upload_new(struct sftp_session *s, struct staged_file *sf,
  */
 static int
 upload_drop(struct sftp_session *s, struct handle *h, const char *reason,
-    char *text, size_t textlen, const char **msgp)
+    int keep, char *text, size_t textlen, const char **msgp)
 {
 	struct upload *up = h->up, **pp;
 	struct stage_report rep;
@@ -683,7 +704,10 @@ upload_drop(struct sftp_session *s, struct handle *h, const char *reason,
 		}
 	}
 	if (reason != NULL) {
-		stage_abort(up->sf, reason, &rep);
+		if (keep && !up->removed && up->write_error == 0)
+			stage_interrupt(up->sf, reason, &rep);
+		else
+			stage_abort(up->sf, reason, &rep);
 		upload_report(s, &rep, 0);
 	} else if (up->removed) {
 		/* As stock's file, unlinked while open: gone at close. */
@@ -731,7 +755,7 @@ upload_share(struct upload *up, int oflags)
 /* Close a handle at the end of the session, as stock's "forced close". */
 static void
 handle_force_close(struct sftp_session *s, unsigned int idx,
-    const char *reason)
+    const char *reason, int keep)
 {
 	struct handle *h = &s->handles[idx];
 	const char *msg = NULL;
@@ -745,8 +769,8 @@ handle_force_close(struct sftp_session *s, unsigned int idx,
 		    h->path, (unsigned long long)h->bytes_read,
 		    (unsigned long long)h->bytes_written);
 		if (h->up != NULL)
-			(void)upload_drop(s, h, reason, text, sizeof(text),
-			    &msg);
+			(void)upload_drop(s, h, reason, keep, text,
+			    sizeof(text), &msg);
 		else if (h->fd >= 0)
 			close(h->fd);
 	}
@@ -851,8 +875,8 @@ sftp_session_new(const struct sftp_server_opts *opts,
 	return 0;
 }
 
-void
-sftp_session_free(struct sftp_session *s, const char *reason)
+static void
+session_end(struct sftp_session *s, const char *reason, int keep)
 {
 	unsigned int i;
 
@@ -861,7 +885,7 @@ sftp_session_free(struct sftp_session *s, const char *reason)
 	for (i = 0; i < s->nslots; i++) {
 		if (s->handles[i].kind != HANDLE_UNUSED)
 			handle_force_close(s, i,
-			    reason != NULL ? reason : "connection lost");
+			    reason != NULL ? reason : "connection lost", keep);
 	}
 	/* Hooks still queued run on after us; we do not wait for them. */
 	hook_free(s->hook);
@@ -877,6 +901,18 @@ sftp_session_free(struct sftp_session *s, const char *reason)
 	free(s->tmpdir);
 	free(s->refused);
 	free(s);
+}
+
+void
+sftp_session_free(struct sftp_session *s, const char *reason)
+{
+	session_end(s, reason, 0);
+}
+
+void
+sftp_session_lost(struct sftp_session *s, const char *reason)
+{
+	session_end(s, reason, 1);
 }
 
 int
@@ -1231,6 +1267,24 @@ set_attrs_path(const char *path, const struct sftp_attrs *a, int nofollow)
 /* Request handlers.  Each returns 0 once it has queued its reply, or an
  * errno value for the dispatcher to answer with a status. */
 
+/*
+ * A write-open that would continue a file which an interrupted upload of
+ * this user was replacing: the file there is the old one (its partial
+ * data is gone), or another session is replacing it now.  Continuing it
+ * would publish the old file's start with the new file's end.
+ */
+static int
+refuse_resume(struct sftp_session *s, uint32_t id, int r)
+{
+	const char *why = r == STAGE_E_REPLACED ?
+	    "an interrupted upload was replacing this file and its partial "
+	    "data is gone: upload the file again from the start" :
+	    "another session of this user is replacing this file now";
+
+	logit("resume \"%s\" refused: %s", s->path1, why);
+	return send_status_msg(s, id, SSH2_FX_FAILURE, why);
+}
+
 static int
 process_open(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 {
@@ -1285,10 +1339,17 @@ process_open(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	} else if (pflags & SSH2_FXF_WRITE) {
 		shared = NULL;
 		if ((r = stage_open(&s->stage, s->path1, oflags, mode,
-		    &sf)) != 0)
+		    &sf)) != 0) {
+			if (r == STAGE_E_REPLACED || r == STAGE_E_INFLIGHT)
+				return refuse_resume(s, id, r);
 			return r;
+		}
 		if ((note = stage_note(sf)) != NULL)
 			logit("stage \"%s\": %s", s->path1, note);
+		if (stage_resumed(sf) > 0)
+			logit("resume \"%s\" from %lld bytes kept by an "
+			    "interrupted upload", s->path1,
+			    (long long)stage_resumed(sf));
 		if ((a.flags & SSH2_FILEXFER_ATTR_SIZE) &&
 		    a.size <= INT64_MAX)
 			stage_expect_size(sf, (off_t)a.size);
@@ -1297,6 +1358,12 @@ process_open(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		if ((r = stage_reopen(shared->sf, O_RDONLY, &fd)) != 0)
 			return r;
 		shared = NULL;
+	} else if (s->stage.resume && !(oflags & (O_CREAT | O_TRUNC)) &&
+	    (r = stage_partial_open(&s->stage, s->path1, oflags, &fd)) !=
+	    ENOENT) {
+		/* A reader of the user's kept partial upload reads it. */
+		if (r != 0)
+			return r;
 	} else {
 		/* Without write access nothing is uploaded: an O_TRUNC or
 		 * O_CREAT alone leaves an empty file at once, as stock. */
@@ -1365,7 +1432,7 @@ process_close(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		logit("close \"%s\" bytes read %llu written %llu", h->path,
 		    (unsigned long long)h->bytes_read,
 		    (unsigned long long)h->bytes_written);
-		r = upload_drop(s, h, NULL, text, sizeof(text), &msgtext);
+		r = upload_drop(s, h, NULL, 0, text, sizeof(text), &msgtext);
 	} else {
 		logit("close \"%s\" bytes read %llu written %llu", h->path,
 		    (unsigned long long)h->bytes_read,
@@ -1514,7 +1581,7 @@ do_stat(struct sftp_session *s, uint32_t id, struct sftp_buf *msg,
     int follow)
 {
 	struct upload *up;
-	struct stat st;
+	struct stat st, pst;
 	int r;
 
 	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0)
@@ -1524,8 +1591,20 @@ do_stat(struct sftp_session *s, uint32_t id, struct sftp_buf *msg,
 	if ((up = upload_find(s, s->path1)) != NULL) {
 		if ((r = stage_fstat(up->sf, &st)) != 0)
 			return r;
-	} else if ((follow ? stat(s->path1, &st) : lstat(s->path1, &st)) != 0)
-		return errno;
+		return send_attrs(s, id, &st);
+	}
+	r = (follow ? stat(s->path1, &st) : lstat(s->path1, &st)) == 0 ?
+	    0 : errno;
+	/* The user's kept partial upload stands at its name for him, as
+	 * stock's half-written file would (resuming clients ask its size). */
+	if (s->stage.resume && (r == ENOENT || (r == 0 &&
+	    S_ISREG(st.st_mode))) &&
+	    stage_partial_stat(&s->stage, s->path1, follow, &pst) == 0) {
+		st = pst;
+		r = 0;
+	}
+	if (r != 0)
+		return r;
 	return send_attrs(s, id, &st);
 }
 
@@ -1611,6 +1690,37 @@ process_fsetstat(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	return send_status(s, id, set_attrs_handle(h, &a));
 }
 
+/* stage_partial_list(): one kept partial upload for a listing. */
+static int
+collect_partial(void *arg, const char *name, const struct stat *st)
+{
+	struct handle *h = arg;
+	struct dir_partial *n;
+
+	if ((n = reallocarray(h->partials, h->npartials + 1,
+	    sizeof(*n))) == NULL)
+		return ENOMEM;
+	h->partials = n;
+	n = &h->partials[h->npartials];
+	memset(n, 0, sizeof(*n));
+	if ((n->name = strdup(name)) == NULL)
+		return ENOMEM;
+	n->st = *st;
+	h->npartials++;
+	return 0;
+}
+
+static struct dir_partial *
+dir_partial_find(struct handle *h, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < h->npartials; i++)
+		if (strcmp(h->partials[i].name, name) == 0)
+			return &h->partials[i];
+	return NULL;
+}
+
 static int
 process_opendir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 {
@@ -1641,6 +1751,9 @@ process_opendir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	}
 	h->kind = HANDLE_DIR;
 	h->dir = d;
+	if (s->stage.resume)
+		(void)stage_partial_list(&s->stage, dirfd(d), collect_partial,
+		    h);
 	return send_handle(s, id, idx);
 }
 
@@ -1689,9 +1802,33 @@ put_new_uploads(struct sftp_session *s, int dfd, const struct stat *dst,
 	return 0;
 }
 
+/* The user's kept partial uploads of new names in the listed directory,
+ * which the directory does not show. */
+static int
+put_new_partials(struct sftp_session *s, struct handle *h, time_t now,
+    uint32_t *countp)
+{
+	struct stat st;
+	size_t i;
+	int r, dfd = dirfd(h->dir);
+
+	for (i = 0; i < h->npartials; i++) {
+		if (h->partials[i].listed || fstatat(dfd, h->partials[i].name,
+		    &st, AT_SYMLINK_NOFOLLOW) == 0)
+			continue;
+		if ((r = put_dir_entry(s, h->partials[i].name,
+		    &h->partials[i].st, now)) != 0)
+			return r;
+		h->partials[i].listed = 1;
+		(*countp)++;
+	}
+	return 0;
+}
+
 static int
 process_readdir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 {
+	struct dir_partial *dp;
 	struct upload *up;
 	struct handle *h;
 	struct dirent *de;
@@ -1722,15 +1859,25 @@ process_readdir(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 				h->dir_listed_uploads = 1;
 				r = put_new_uploads(s, dfd, &dst, now, &count);
 			}
+			if (r == 0)
+				r = put_new_partials(s, h, now, &count);
 			break;
 		}
+		/* Our own bookkeeping is not the user's file. */
+		if (partial_is_store_name(de->d_name, NULL))
+			continue;
 		up = have_dir ? upload_at(s, dst.st_dev, dst.st_ino,
 		    de->d_name) : NULL;
+		dp = up == NULL ? dir_partial_find(h, de->d_name) : NULL;
 		/* Entries that vanished or cannot be looked at are left
 		 * out, as stock does. */
 		if (up != NULL) {
 			if (stage_fstat(up->sf, &st) != 0)
 				continue;
+		} else if (dp != NULL && fstatat(dfd, de->d_name, &st,
+		    AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) {
+			st = dp->st;
+			dp->listed = 1;
 		} else if (fstatat(dfd, de->d_name, &st,
 		    AT_SYMLINK_NOFOLLOW) != 0)
 			continue;
@@ -1771,7 +1918,13 @@ process_remove(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 			up->removed = 1;
 		return send_status(s, id, r);
 	}
-	return send_status(s, id, unlink(s->path1) == 0 ? 0 : errno);
+	r = unlink(s->path1) == 0 ? 0 : errno;
+	/* A kept partial upload goes with the name, as stock's half-written
+	 * file would; where it was all there was, that is a success. */
+	if (s->stage.resume && (r == 0 || r == ENOENT) &&
+	    stage_partial_forget(&s->stage, s->path1) == 0)
+		r = 0;
+	return send_status(s, id, r);
 }
 
 static int
@@ -1902,6 +2055,9 @@ process_rename(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	if (s->uploads != NULL &&
 	    rename_uploads(s, s->path1, s->path2, 0, &r))
 		return send_status(s, id, r);
+	/* A kept partial upload is not renamed with the file: it goes. */
+	if (s->stage.resume)
+		(void)stage_partial_forget(&s->stage, s->path1);
 	/* Version 3 RENAME never replaces an existing name. */
 	if (lstat(s->path1, &st) != 0)
 		r = errno;
@@ -1973,6 +2129,8 @@ process_posix_rename(struct sftp_session *s, uint32_t id,
 	if (s->uploads != NULL &&
 	    rename_uploads(s, s->path1, s->path2, 1, &r))
 		return send_status(s, id, r);
+	if (s->stage.resume)
+		(void)stage_partial_forget(&s->stage, s->path1);
 	return send_status(s, id,
 	    rename(s->path1, s->path2) == 0 ? 0 : errno);
 }

@@ -47,6 +47,9 @@ int	sftp_session_new(const struct sftp_server_opts *opts,
  * with stock's "forced close" lines, then "session closed ...".
  */
 void	sftp_session_free(struct sftp_session *s, const char *reason);
+/* The same when the connection was lost (EOF, a hangup): uploads still
+ * staged are kept for a resume where stage_opts.resume allows. */
+void	sftp_session_lost(struct sftp_session *s, const char *reason);
 
 /*
  * Zero-copy input: the free space at the end of the input buffer (at least
