@@ -724,8 +724,13 @@ def sc_abort(st):
     st.items.append(("design", "session ended: existing keeps its old "
                      "content", st.s.disk("existing"),
                      st.s.previous("existing")))
-    st.items.append(("design", "session ended: no debris",
-                     sorted(os.listdir(st.s.root)), st.s.prev_listing))
+    # The uploads were interrupted by a lost connection: what arrived
+    # is kept for a resume, in the user's store (DESIGN.md 12).
+    st.items.append(("design", "session ended: no debris but kept "
+                     "partial uploads",
+                     sorted(n for n in os.listdir(st.s.root)
+                            if not n.startswith(".au-partial-")),
+                     st.s.prev_listing))
     st.logged("abort", "ab", 1)
     st.logged("commit", "ab", 0)
     st.s.a = st.s.start()           # for the final tree and finish()

@@ -213,5 +213,16 @@ check "inotify: churn: five IN_CLOSE_WRITE for five uploads ($e)" \
     test "$(echo "$e" | sed -n 's/.*close_write=\([0-9]*\).*/\1/p')" = 5
 check "no debris in the destination" entries "$D" \
     $(printf '%s\n' $expected | sort -u)
-check "staging directory empty" entries "$STAGE"
+# Uploads whose connection was lost (a killed client, a server stopped by
+# SIGTERM or SIGHUP) are kept for a resume in the user's store in the
+# staging directory; a server killed outright, and scp, keep nothing.
+if kept=$(partial_stores "$STAGE"); then
+	ok "staging directory: no debris beside $kept kept partial uploads"
+else
+	notok "staging directory: debris beside the partial stores"
+fi
+check "kept partial uploads: at most the ten whose connection was lost" \
+    test "$kept" -le 10
+check "a server killed outright keeps no partial data" \
+    test -z "$(find "$STAGE" -name 'd.*srvKILL')"
 exit 0

@@ -14,6 +14,8 @@
 #                     $TEST_USER under as_user; stopped by the EXIT trap.
 #   wait_for CMD...   retry a command for up to 10 s
 #   entries DIR NAME...  DIR holds exactly these names (no debris)
+#   partial_stores DIR  DIR holds only stores of kept partial uploads
+#                     (prints how many)
 #   sessions_gone     no sshd session is left (wait_for sessions_gone)
 # Environment from run-tests.sh: SRC, OBJ, SFTP_SERVER, SCP.
 set -u
@@ -174,6 +176,37 @@ entries() {
 	[ "$got" = "$want" ] && return 0
 	verbose "$dir holds [$got], want [$want]"
 	return 1
+}
+
+# partial_stores DIR: DIR holds nothing but stores of kept partial uploads
+# (.au-partial-UID, 0700, holding only "d." data and "r." records), the
+# resumable data of uploads whose connection was lost (DESIGN.md 12).
+# Prints how many partial uploads they hold.
+partial_stores() {
+	local dir=$1 e f n=0 bad=0
+	for e in "$dir"/.[!.]* "$dir"/*; do
+		[ -e "$e" ] || [ -L "$e" ] || continue
+		case "${e##*/}" in
+		.au-partial-[0-9]*) ;;
+		*) verbose "$dir: not a partial store: ${e##*/}"; bad=1; continue ;;
+		esac
+		if [ -L "$e" ] || [ ! -d "$e" ] ||
+		    [ "$(stat -c %a "$e")" != 700 ]; then
+			verbose "$e: not a 0700 directory"; bad=1; continue
+		fi
+		for f in "$e"/.[!.]* "$e"/*; do
+			[ -e "$f" ] || [ -L "$f" ] || continue
+			case "${f##*/}" in
+			d.*) [ -f "$f" ] && [ ! -L "$f" ] && n=$((n + 1)) ||
+			    { verbose "$f: not a file"; bad=1; } ;;
+			r.*) [ -f "$f" ] && [ ! -L "$f" ] ||
+			    { verbose "$f: not a file"; bad=1; } ;;
+			*) verbose "$e: debris in a store: ${f##*/}"; bad=1 ;;
+			esac
+		done
+	done
+	echo "$n"
+	return $bad
 }
 
 # sessions_gone: the sshd of start_sshd has no session children left
