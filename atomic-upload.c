@@ -1401,6 +1401,10 @@ adopt_partial(struct staged_file *sf, int oflags, int storefd, int basefd,
 	sf->resumed_from = st.st_size;
 	sf->storefd = storefd;
 	sf->storebase = basefd;
+	/* Held while this session continues it: the others see a resume
+	 * in flight, and nothing of theirs removes the record.  Without
+	 * the lock, resume_finish() writes it again. */
+	(void)partial_record_hold(storefd, &sf->pkey, &sf->recfd);
 	return 0;
  fail:
 	close_store(&storefd, &basefd);
@@ -1480,13 +1484,14 @@ resume_drop(struct staged_file *sf)
 static void
 resume_finish(struct staged_file *sf, int committed)
 {
-	int done = committed || sf->no_partial;
+	/* A record stays only to refuse continuing an old file. */
+	int done = committed || sf->no_partial || !sf->pstate.replacing;
 
 	if (sf->recfd >= 0) {
 		partial_record_release(sf->storefd, &sf->pkey, sf->recfd, done);
 		sf->recfd = -1;
 	} else if (sf->storefd >= 0 && sf->resumed_from > 0) {
-		if (done || !sf->pstate.replacing)
+		if (done)
 			partial_forget(sf->storefd, &sf->pkey, 1);
 		else
 			(void)partial_record_put(sf->storefd, &sf->pkey,

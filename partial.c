@@ -464,6 +464,28 @@ partial_record_put(int storefd, const struct partial_key *k,
 	return 0;
 }
 
+int
+partial_record_hold(int storefd, const struct partial_key *k, int *fdp)
+{
+	char name[NAME_MAX + 1];
+	int fd, tries;
+
+	*fdp = -1;
+	entry_name('r', k, name, sizeof(name));
+	if ((fd = openat(storefd, name, O_RDONLY | ENTRY_OPEN_FLAGS)) < 0)
+		return errno;
+	/* A lookup holds a shared lock for a moment: try again then. */
+	for (tries = 0; flock(fd, LOCK_EX | LOCK_NB) != 0; tries++) {
+		if ((errno != EWOULDBLOCK && errno != EAGAIN) || tries >= 20) {
+			close(fd);
+			return EBUSY;
+		}
+		(void)usleep(1000);
+	}
+	*fdp = fd;
+	return 0;
+}
+
 void
 partial_record_release(int storefd, const struct partial_key *k, int recfd,
     int done)
