@@ -163,6 +163,8 @@ struct staged_file {
 	int recfd;			/* in-flight record, held locked */
 	int no_partial;			/* renamed or removed: never kept */
 	off_t resumed_from;		/* bytes of kept data continued */
+	int resume_unchecked;		/* no write since, see write_data() */
+	int resume_mismatch;		/* ... which went past the kept data */
 };
 
 static int rename_noreplace(int, const char *, int, const char *);
@@ -1399,6 +1401,7 @@ adopt_partial(struct staged_file *sf, int oflags, int storefd, int basefd,
 	sf->changed = 1;
 	sf->pstate = found->state;
 	sf->resumed_from = st.st_size;
+	sf->resume_unchecked = 1;
 	sf->storefd = storefd;
 	sf->storebase = basefd;
 	/* Held while this session continues it: the others see a resume
@@ -1897,6 +1900,21 @@ write_data(struct staged_file *sf, const void *buf, size_t len, off_t off,
 		}
 		off = st.st_size;
 	}
+	/*
+	 * A resume's first write must not start past the end of the kept
+	 * data: that client continues from a size it was not shown (the
+	 * old file's, asked while another session was still keeping this
+	 * data) and would leave a hole where new data belongs, or continue
+	 * the wrong file.  Nothing of it is written; the commit fails and
+	 * the kept data stays resumable.
+	 */
+	if (sf->resume_unchecked) {
+		sf->resume_unchecked = 0;
+		if (off > sf->resumed_from)
+			sf->resume_mismatch = 1;
+	}
+	if (sf->resume_mismatch)
+		return STAGE_E_RESUME_GAP;
 	while (done < len) {
 		/* The kernel clears set-id bits on this write as it would
 		 * on stock's: the staged file already has the old mode. */
@@ -2616,6 +2634,24 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 		r = sf->copy_error;
 		step = "stage a copy of the existing file";
 		goto fail;
+	}
+	if (sf->resume_mismatch) {
+		char note[sizeof(rep->partial_note)] = "";
+		off_t kept = -1;
+
+		/* The client continued the wrong size: nothing of it was
+		 * written, the kept data is as good as before. */
+		r = STAGE_E_RESUME_GAP;
+		fill_report(sf, rep, r, "a resume wrote past the end of the "
+		    "kept data");
+		if (keep_partial(sf, &kept, note, sizeof(note)) != 0)
+			discard(sf);
+		if (rep != NULL) {
+			rep->partial_kept = kept;
+			snprintf(rep->partial_note, sizeof(rep->partial_note),
+			    "%s", note);
+		}
+		goto done;
 	}
 	if (sf->have_expect) {
 		step = "check declared size";
