@@ -1468,6 +1468,30 @@ resume_setup(struct staged_file *sf, const struct stage_opts *opts,
 	return r;
 }
 
+/*
+ * A file written in place (a directory the user may no longer write, an
+ * append-only file, -m inplace) cannot continue kept data: the client,
+ * shown the kept size, would write the rest of the new file into the old
+ * one.  Refused, as is continuing an interrupted replacement.
+ */
+static int
+direct_resume_check(struct staged_file *sf, const struct stage_opts *opts)
+{
+	struct partial_found found;
+	struct partial_key k;
+	int storefd = -1, basefd = -1, r = 0;
+
+	if (sf->dirfd < 0 || partial_lookup(sf->dirfd, sf->stagedirfd,
+	    sf->name, &opts->partial, &k, &found, &storefd, &basefd) != 0)
+		return 0;
+	if (found.kind == PARTIAL_DATA || found.kind == PARTIAL_REPLACED)
+		r = STAGE_E_REPLACED;
+	else if (found.kind == PARTIAL_BUSY)
+		r = STAGE_E_INFLIGHT;
+	close_store(&storefd, &basefd);
+	return r;
+}
+
 /* The name will not be kept (renamed, removed): its record goes now. */
 static void
 resume_drop(struct staged_file *sf)
@@ -1762,6 +1786,9 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 	}
 	if (opts->resume && sf->method != STAGE_DIRECT &&
 	    (r = resume_setup(sf, opts, oflags)) != 0)
+		goto out;
+	if (opts->resume && sf->method == STAGE_DIRECT &&
+	    !(oflags & O_TRUNC) && (r = direct_resume_check(sf, opts)) != 0)
 		goto out;
 	if (partial_creat && sf->resumed_from == 0)
 		r = ENOENT;	/* gone meanwhile: there is no file */

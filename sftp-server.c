@@ -1277,8 +1277,9 @@ static int
 refuse_resume(struct sftp_session *s, uint32_t id, int r)
 {
 	const char *why = r == STAGE_E_REPLACED ?
-	    "an interrupted upload was replacing this file and its partial "
-	    "data is gone: upload the file again from the start" :
+	    "an interrupted upload was replacing this file and what it "
+	    "kept cannot be continued: upload the file again from the "
+	    "start" :
 	    "another session of this user is replacing this file now";
 
 	logit("resume \"%s\" refused: %s", s->path1, why);
