@@ -1723,9 +1723,169 @@ test_replacement_resumed(int no_tmpfile)
 	sf = NULL;
 	CHECK_STR(dest, "abcdefgh");
 	CHECK_ENTRIES(dir, "f");
+
+	/* Resumed, then aborted: the data went with the staging, but the
+	 * record of the replacement stays and refuses. */
+	ASSERT_INT_EQ(lost_upload(&o, dest, WCT, "ABCDE", 5, &kept), 0);
+	ASSERT_INT_EQ(kept, 5);
+	if (!ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY, 0, &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_resumed(sf), 5);
+	ASSERT_INT_EQ(stage_write(sf, "F", 1, 5), 0);
+	stage_abort(sf, "client gave up", NULL);
+	sf = NULL;
+	CHECK_STR(dest, "abcdefgh");
+	CHECK_STORE(dir, 0, 1);
+	ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY, 0, &sf),
+	    STAGE_E_REPLACED);
+	CHECK_STR(dest, "abcdefgh");
  out:
 	if (sf != NULL)
 		stage_abort(sf, "test", NULL);
+	TEST_DONE();
+}
+
+/* A resumed new file, aborted: nothing is left. */
+static void
+test_resumed_new_aborted(int no_tmpfile)
+{
+	char name[128], dir[PATH_MAX], dest[PATH_MAX], longname[241];
+	struct staged_file *sf = NULL;
+	struct stage_opts o;
+	off_t kept;
+
+	snprintf(name, sizeof(name), "a resumed new file (long name), "
+	    "aborted, leaves nothing (%s)", variant(no_tmpfile));
+	TEST_START(name);
+	if (!ASSERT_INT_EQ(fresh_dir("resumed-abort", dir, sizeof(dir)), 0))
+		goto out;
+	memset(longname, 'l', 240);
+	longname[240] = '\0';
+	join(dest, sizeof(dest), dir, longname);
+	opts_init(&o, no_tmpfile);
+	ASSERT_INT_EQ(lost_upload(&o, dest, WCT, "12345", 5, &kept), 0);
+	ASSERT_INT_EQ(kept, 5);
+	CHECK_STORE(dir, 1, 1);
+	if (!ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY, 0, &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_resumed(sf), 5);
+	stage_abort(sf, "client gave up", NULL);
+	sf = NULL;
+	CHECK_ENTRIES(dir, NULL);
+	/* And a resume of the long name to the end. */
+	ASSERT_INT_EQ(lost_upload(&o, dest, WCT, "12345", 5, &kept), 0);
+	if (!ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY, 0, &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_resumed(sf), 5);
+	ASSERT_INT_EQ(stage_write(sf, "678", 3, 5), 0);
+	ASSERT_INT_EQ(stage_commit(sf, NULL), 0);
+	sf = NULL;
+	CHECK_STR(dest, "12345678");
+	CHECK_NO_STORE(dir);
+ out:
+	if (sf != NULL)
+		stage_abort(sf, "test", NULL);
+	TEST_DONE();
+}
+
+/* Uploaded through a symbolic link: kept under the name it leads to. */
+static void
+test_symlink(int no_tmpfile)
+{
+	char name[128], dir[PATH_MAX], link[PATH_MAX], target[PATH_MAX];
+	struct staged_file *sf = NULL;
+	struct stage_opts o;
+	struct stat st;
+	off_t kept;
+
+	snprintf(name, sizeof(name), "through a symbolic link: kept at the "
+	    "name it leads to (%s)", variant(no_tmpfile));
+	TEST_START(name);
+	if (!ASSERT_INT_EQ(fresh_dir("symlink", dir, sizeof(dir)), 0))
+		goto out;
+	join(link, sizeof(link), dir, "l");
+	join(target, sizeof(target), dir, "t");
+	opts_init(&o, no_tmpfile);
+	ASSERT_INT_EQ(symlink("t", link), 0);
+	ASSERT_INT_EQ(lost_upload(&o, link, WCT, "abc", 3, &kept), 0);
+	ASSERT_INT_EQ(kept, 3);
+	CHECK_ABSENT(target);
+	ASSERT_INT_EQ(stage_partial_stat(&o, target, 1, &st), 0);
+	ASSERT_INT_EQ(stage_partial_stat(&o, link, 1, &st), 0);
+	ASSERT_INT_EQ(st.st_size, 3);
+	/* Not following it, the link is itself. */
+	ASSERT_INT_EQ(stage_partial_stat(&o, link, 0, &st), ENOENT);
+	ASSERT_INT_EQ(stage_partial_forget(&o, link), ENOENT);
+	if (!ASSERT_INT_EQ(stage_open(&o, link, O_WRONLY, 0, &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_resumed(sf), 3);
+	ASSERT_INT_EQ(stage_write(sf, "def", 3, 3), 0);
+	ASSERT_INT_EQ(stage_commit(sf, NULL), 0);
+	sf = NULL;
+	CHECK_STR(target, "abcdef");
+	ASSERT_INT_EQ(lstat(link, &st), 0);
+	ASSERT_TRUE(S_ISLNK(st.st_mode));
+	CHECK_NO_STORE(dir);
+ out:
+	if (sf != NULL)
+		stage_abort(sf, "test", NULL);
+	TEST_DONE();
+}
+
+/* The cap on kept data (partial.max_bytes). */
+static void
+test_cap(int no_tmpfile)
+{
+	char name[128], dir[PATH_MAX], a[PATH_MAX], b[PATH_MAX], c[PATH_MAX];
+	char store[PATH_MAX];
+	struct staged_file *sf = NULL;
+	struct stage_opts o;
+	struct stage_report rep;
+	struct stat st;
+	size_t len = 64 * 1024;
+	char *data = pattern(len, 9);
+	off_t kept;
+
+	snprintf(name, sizeof(name), "partial.max_bytes: too large is not "
+	    "kept, older data makes room (%s)", variant(no_tmpfile));
+	TEST_START(name);
+	if (!ASSERT_INT_EQ(fresh_dir("cap", dir, sizeof(dir)), 0))
+		goto out;
+	join(a, sizeof(a), dir, "a");
+	join(b, sizeof(b), dir, "b");
+	join(c, sizeof(c), dir, "c");
+	store_path(dir, store, sizeof(store));
+	opts_init(&o, no_tmpfile);
+	o.partial.max_bytes = 100 * 1024;
+
+	/* Larger than the cap: not kept, and said why. */
+	if (!ASSERT_INT_EQ(stage_open(&o, a, WCT, 0644, &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_write(sf, data, len, 0), 0);
+	ASSERT_INT_EQ(stage_write(sf, data, len, (off_t)len), 0);
+	memset(&rep, 0, sizeof(rep));
+	stage_interrupt(sf, "connection lost", &rep);
+	sf = NULL;
+	ASSERT_INT_EQ(rep.partial_kept, -1);
+	ASSERT_STR_NE(rep.partial_note, "");
+	CHECK_STORE_EMPTY(dir);
+	CHECK_ABSENT(a);
+	ASSERT_INT_EQ(stage_partial_stat(&o, a, 1, &st), ENOENT);
+
+	/* Two fit one after the other: the older data goes for the
+	 * newer. */
+	ASSERT_INT_EQ(lost_upload(&o, b, WCT, data, len, &kept), 0);
+	ASSERT_INT_EQ(kept, (off_t)len);
+	ASSERT_INT_EQ(backdate_prefix(store, "d.", 60), 1);
+	ASSERT_INT_EQ(lost_upload(&o, c, WCT, data, len, &kept), 0);
+	ASSERT_INT_EQ(kept, (off_t)len);
+	ASSERT_INT_EQ(stage_partial_stat(&o, b, 1, &st), ENOENT);
+	ASSERT_INT_EQ(stage_partial_stat(&o, c, 1, &st), 0);
+	ASSERT_INT_EQ(st.st_size, (off_t)len);
+ out:
+	if (sf != NULL)
+		stage_abort(sf, "test", NULL);
+	free(data);
 	TEST_DONE();
 }
 
@@ -2234,6 +2394,9 @@ main(int argc, char **argv)
 	RUN2(test_stale_tidied);
 	RUN2(test_replaced);
 	RUN2(test_replacement_resumed);
+	RUN2(test_resumed_new_aborted);
+	RUN2(test_cap);
+	RUN2(test_symlink);
 	RUN2(test_inflight);
 	RUN2(test_abort_keeps_record);
 	RUN2(test_nothing_kept);
