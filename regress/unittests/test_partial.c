@@ -1223,9 +1223,9 @@ check_store(const char *file, int line, const char *base, int d, int r)
 	nd = count_prefix(store, "d.");
 	nr = count_prefix(store, "r.");
 	if (list_dir(store, &l) != 0 || nd != d || nr != r || l.n != d + r)
-		return test_fail(file, line, "store %s: %d entries, %d data, %d "
-		    "records (want %d data, %d records)", store, l.n, nd, nr,
-		    d, r);
+		return test_fail(file, line, "store %s: %d entries, %d data, "
+		    "%d records (want %d data, %d records)", store, l.n, nd,
+		    nr, d, r);
 	return 1;
 }
 #define CHECK_STORE(base, d, r) check_store(__FILE__, __LINE__, (base), \
