@@ -1939,6 +1939,79 @@ test_inflight(int no_tmpfile)
 	TEST_DONE();
 }
 
+/*
+ * A kept upload being continued in one session is an upload in flight
+ * for the others: not a name with nothing at it.  A second resume of it
+ * (a client that asked the size before the first one took it) would
+ * otherwise start from an empty file and write at the kept size: a
+ * published file whose start is a hole of zeros.
+ */
+static void
+test_adopted_inflight(int no_tmpfile)
+{
+	char name[160], dir[PATH_MAX], dest[PATH_MAX], old[PATH_MAX];
+	struct staged_file *sf = NULL, *sf2 = NULL;
+	struct stage_opts o;
+	off_t kept;
+	int r;
+
+	snprintf(name, sizeof(name), "a kept upload being continued is in "
+	    "flight for other sessions (%s)", variant(no_tmpfile));
+	TEST_START(name);
+	if (!ASSERT_INT_EQ(fresh_dir("adopted", dir, sizeof(dir)), 0))
+		goto out;
+	join(dest, sizeof(dest), dir, "new");
+	join(old, sizeof(old), dir, "old");
+	opts_init(&o, no_tmpfile);
+
+	/* A replacement being continued: refused. */
+	ASSERT_INT_EQ(put_str(old, "old content"), 0);
+	ASSERT_INT_EQ(lost_upload(&o, old, WCT, "NEW", 3, &kept), 0);
+	if (!ASSERT_INT_EQ(stage_open(&o, old, O_WRONLY, 0, &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_resumed(sf), 3);
+	r = stage_open(&o, old, O_WRONLY, 0, &sf2);
+	ASSERT_TRUE(r == STAGE_E_INFLIGHT || r == STAGE_E_REPLACED);
+	if (r == 0) {
+		stage_abort(sf2, "test", NULL);
+		sf2 = NULL;
+	}
+	ASSERT_INT_EQ(stage_write(sf, "-rest", 5, 3), 0);
+	ASSERT_INT_EQ(stage_commit(sf, NULL), 0);
+	sf = NULL;
+	CHECK_STR(old, "NEW-rest");
+
+	/* A new file being continued. */
+	ASSERT_INT_EQ(lost_upload(&o, dest, WCT, "first", 5, &kept), 0);
+	if (!ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY, 0, &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_resumed(sf), 5);
+	r = stage_open(&o, dest, O_WRONLY | O_CREAT, 0644, &sf2);
+	ASSERT_INT_EQ(r, STAGE_E_INFLIGHT);
+	if (r == 0) {
+		/* The second client's resume: the rest, at the kept size. */
+		ASSERT_INT_EQ(stage_resumed(sf2), 0);
+		ASSERT_INT_EQ(stage_write(sf2, "-second", 7, 5), 0);
+	}
+	ASSERT_INT_EQ(stage_write(sf, "-rest", 5, 5), 0);
+	ASSERT_INT_EQ(stage_commit(sf, NULL), 0);
+	sf = NULL;
+	CHECK_STR(dest, "first-rest");
+	if (sf2 != NULL) {
+		ASSERT_INT_EQ(stage_commit(sf2, NULL), 0);
+		sf2 = NULL;
+		/* What the name holds now. */
+		ASSERT_TRUE(check_content(__FILE__, __LINE__, dest,
+		    "\0\0\0\0\0-second", 12));
+	}
+ out:
+	if (sf != NULL)
+		stage_abort(sf, "test", NULL);
+	if (sf2 != NULL)
+		stage_abort(sf2, "test", NULL);
+	TEST_DONE();
+}
+
 static void
 test_abort_keeps_record(int no_tmpfile)
 {
@@ -2398,6 +2471,7 @@ main(int argc, char **argv)
 	RUN2(test_cap);
 	RUN2(test_symlink);
 	RUN2(test_inflight);
+	RUN2(test_adopted_inflight);
 	RUN2(test_abort_keeps_record);
 	RUN2(test_nothing_kept);
 	RUN2(test_tmpdir_store);
