@@ -1144,6 +1144,28 @@ discard(struct staged_file *sf)
 	remove_private_dir(sf, 1);
 }
 
+static void close_store(int *, int *);
+static int partial_lookup(int, int, const char *,
+    const struct partial_limits *, struct partial_key *,
+    struct partial_found *, int *, int *);
+
+/* Is anything kept for the destination (data to continue, or a record
+ * that refuses)?  Then it is staged, whatever the modify policy: written
+ * in place, the old file would be continued. */
+static int
+partial_pending(struct staged_file *sf, const struct stage_opts *opts)
+{
+	struct partial_found found;
+	struct partial_key k;
+	int storefd, basefd;
+
+	if (!opts->resume || partial_lookup(sf->dirfd, sf->stagedirfd,
+	    sf->name, &opts->partial, &k, &found, &storefd, &basefd) != 0)
+		return 0;
+	close_store(&storefd, &basefd);
+	return found.kind != PARTIAL_NONE;
+}
+
 /*
  * An existing regular file, opened by the kernel as `probe`: replace it
  * (O_TRUNC), or prepare a lazy copy-on-change, or write it in place where
@@ -1167,7 +1189,8 @@ stage_existing(struct staged_file *sf, const struct stage_opts *opts,
 		return write_in_place(sf, oflags, "append-only file: written "
 		    "in place, as it cannot be replaced");
 	}
-	if (!(oflags & O_TRUNC) && opts->modify == STAGE_MODIFY_INPLACE)
+	if (!(oflags & O_TRUNC) && opts->modify == STAGE_MODIFY_INPLACE &&
+	    !partial_pending(sf, opts))
 		return write_in_place(sf, oflags, "modify policy in-place");
 	/* Staging needs to rename into the directory. */
 	if (faccessat(sf->dirfd, ".", W_OK | X_OK, AT_EACCESS) != 0 ||
@@ -1254,6 +1277,8 @@ partial_lookup(int dirfd, int stagedirfd, const char *name,
 		if (bases[i] < 0 || partial_store_open(bases[i], 0, &sfd) != 0)
 			continue;
 		r = partial_find(sfd, k, &now, lim, found);
+		if (r == 0 && found->kind == PARTIAL_NONE)
+			partial_store_tidy(bases[i], sfd);	/* if emptied */
 		if (r == 0 && found->kind != PARTIAL_NONE) {
 			if ((*basefdp = dup(bases[i])) < 0) {
 				r = errno;

@@ -366,11 +366,10 @@ partial_find(int storefd, const struct partial_key *k,
 	if (!S_ISREG(rst.st_mode))
 		goto out;
 	if (record_busy(fd)) {
-		/* A replacement in flight in another session: its record
-		 * is not complete until it is released, and says only
-		 * that. */
-		if (record_read_fd(fd, k, &out->state) == 0 &&
-		    out->state.replacing)
+		/* A replacement in flight in another session, or a resume
+		 * of its kept data: nothing to continue here, and nothing
+		 * to remove. */
+		if (record_read_fd(fd, k, &out->state) == 0)
 			out->kind = PARTIAL_BUSY;
 		goto out;
 	}
