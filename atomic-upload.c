@@ -1606,6 +1606,8 @@ keep_partial(struct staged_file *sf, off_t *kept, char *note, size_t len)
 	}
 	partial_data_name(&sf->pkey, dname, sizeof(dname));
 	if (sf->method == STAGE_TMPFILE) {
+		/* Locked, so that a sweep leaves its temporary name alone. */
+		(void)flock(sf->fd, LOCK_EX | LOCK_NB);
 		for (tries = 0; tries < 100; tries++) {
 			if ((r = make_temp_name(tmp, sizeof(tmp))) != 0)
 				break;
