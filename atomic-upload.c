@@ -141,6 +141,8 @@ struct staged_file {
 	int digest_deferred;		/* ... hashed in idle moments */
 	int digest_idle_failed;		/* ... which failed: left to the
 					 * commit (no busy loop on it) */
+	int digest_caught_up;		/* nothing to hash since the last
+					 * look: no fstat per idle pass */
 	const char *digest_xattr;	/* store it under this name, or NULL */
 	int resolve_path;		/* report the absolute final path */
 	char sha256[65];		/* at commit, "" if not known */
@@ -1011,6 +1013,7 @@ materialise(struct staged_file *sf, off_t limit)
 	    (r = copy_existing(sf->srcfd, sf->fd, limit)) == 0) {
 		sf->lazy = 0;
 		sf->changed = 1;
+		sf->digest_caught_up = 0;
 		return 0;
 	}
 	/* Give the space back at once; the commit will fail anyway, so a
@@ -1998,6 +2001,7 @@ write_data(struct staged_file *sf, const void *buf, size_t len, off_t off,
 		stream_digest_note(&sf->dg, off, len);
 	else
 		stream_digest_write(&sf->dg, buf, len, off);
+	sf->digest_caught_up = 0;
 	write_behind(sf, off + (off_t)len);
 	return 0;
 }
@@ -2076,6 +2080,7 @@ stage_ftruncate(struct staged_file *sf, off_t size)
 		return r;
 	}
 	stream_digest_truncate(&sf->dg, size);
+	sf->digest_caught_up = 0;
 	return 0;
 }
 
@@ -2336,11 +2341,19 @@ digest_readable_size(const struct staged_file *sf)
 }
 
 off_t
-stage_digest_backlog(const struct staged_file *sf)
+stage_digest_backlog(struct staged_file *sf)
 {
-	off_t size = digest_readable_size(sf);
+	off_t size, pending;
 
-	return size < 0 ? 0 : stream_digest_pending(&sf->dg, size);
+	/* Every change of the data clears it (write_data(), truncation,
+	 * the lazy copy, a resume's kept data). */
+	if (sf->digest_caught_up)
+		return 0;
+	size = digest_readable_size(sf);
+	pending = size < 0 ? 0 : stream_digest_pending(&sf->dg, size);
+	if (pending == 0 && size >= 0)
+		sf->digest_caught_up = 1;
+	return pending;
 }
 
 int
