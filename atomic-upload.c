@@ -2401,9 +2401,11 @@ store_digest_xattr(int fd, const char *name, const char *hex)
 	if (fsetxattr(fd, name, hex, strlen(hex), 0) == 0)
 		return 0;
 	r = errno;
+	/* Whether we may lend it is the kernel's fchmod decision (only
+	 * the owner may); set-id files are left alone, since a chmod by
+	 * their owner could clear what it did not set. */
 	if ((r != EACCES && r != EPERM) || fstat(fd, &st) != 0 ||
-	    st.st_uid != geteuid() || (st.st_mode & S_IWUSR) ||
-	    (st.st_mode & (S_ISUID | S_ISGID)))
+	    (st.st_mode & S_IWUSR) || (st.st_mode & (S_ISUID | S_ISGID)))
 		return r;
 	if (fchmod(fd, (st.st_mode & 07777) | S_IWUSR) != 0)
 		return r;
