@@ -2148,6 +2148,38 @@ reopen_by_dup(int fd, int oflags, int *fdp)
 	return 0;
 }
 
+/*
+ * Without /proc (a jail): the content is a file with a name (an anonymous
+ * one needs /proc to exist at all): the file being modified, or written
+ * in place.  Open that name in its directory, so the kernel decides the
+ * access, and make sure it is still the same inode; only where the name
+ * has gone meanwhile does the kernel's faccessat() decide for a dup.
+ */
+static int
+reopen_by_name(const struct staged_file *sf, int oflags, int *fdp)
+{
+	struct stat a, b;
+	int fd, fl;
+
+	if (sf->dirfd >= 0 && fstat(content_fd(sf), &a) == 0) {
+		fd = openat(sf->dirfd, sf->name, oflags | O_NOFOLLOW |
+		    O_NONBLOCK);
+		if (fd < 0 && errno != ENOENT)
+			return errno;
+		if (fd >= 0) {
+			if (fstat(fd, &b) == 0 && a.st_dev == b.st_dev &&
+			    a.st_ino == b.st_ino &&
+			    (fl = fcntl(fd, F_GETFL)) >= 0 &&
+			    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == 0) {
+				*fdp = fd;
+				return 0;
+			}
+			close(fd);
+		}
+	}
+	return reopen_by_dup(content_fd(sf), oflags, fdp);
+}
+
 int
 stage_reopen(const struct staged_file *sf, int oflags, int *fdp)
 {
@@ -2165,7 +2197,7 @@ stage_reopen(const struct staged_file *sf, int oflags, int *fdp)
 		    content_fd(sf));
 		fd = open(proc, oflags);
 		if (fd < 0 && errno == ENOENT && !proc_fd_available())
-			return reopen_by_dup(content_fd(sf), oflags, fdp);
+			return reopen_by_name(sf, oflags, fdp);
 	}
 	if (fd < 0)
 		return errno;
