@@ -96,6 +96,9 @@ round() {
 	mkdir -p "$inbox" "$stage" "$OBJ/regress/work/bin"
 	chmod 1777 "$stage"
 	ln -sf "$scpbin" "$OBJ/regress/work/bin/scp"
+	# Gone at exit: a test that writes a wrapper there must never
+	# write through it into the system's scp.
+	on_exit "rm -f '$OBJ/regress/work/bin/scp'"
 	SFTP_SERVER=$server
 	if [ "$label" = ours ]; then
 		SFTP_SERVER_ARGS="-e -l INFO -t $stage 2>>$WORK/$label/server.log"

@@ -47,6 +47,9 @@ chmod 755 "$WRAP"
 # The session's scp: ours, storing user.sha256, logging to $CLOG.
 mkdir -p "$OBJ/regress/work/bin"
 SCPWRAP="$OBJ/regress/work/bin/scp"
+# Never write through a link another test left there
+# (it may point at the system's scp).
+rm -f "$SCPWRAP"
 cat >"$SCPWRAP" <<EOF
 #!/bin/sh
 ATOMIC_UPLOAD_XATTR=on ATOMIC_UPLOAD_LOG=stderr

@@ -69,6 +69,9 @@ chmod 755 "$WRAP"
 mkdir -p "$OBJ/regress/work/bin"
 SCPWRAP="$OBJ/regress/work/bin/scp"
 if [ $have_scp = 1 ]; then
+	# Never write through a link another test left there
+	# (it may point at the system's scp).
+	rm -f "$SCPWRAP"
 	cat >"$SCPWRAP" <<EOF
 #!/bin/sh
 [ -r $WORK/server.env ] && . $WORK/server.env

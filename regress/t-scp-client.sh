@@ -177,6 +177,7 @@ fi
 # argument list and the pipes and sockets it holds beyond 0, 1 and 2.
 ln -sf "$SCP" "$BIN/scp"
 on_exit "rm -f '$BIN/scp'"
+on_exit "rm -f '$BIN/scp'"
 cat >"$H/localsh" <<EOF
 #!/bin/sh
 for a; do last=\$a; done

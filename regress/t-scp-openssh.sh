@@ -23,6 +23,7 @@ BIN="$OBJ/regress/work/bin"
 mkdir -p "$BIN"
 ln -sf "$SCP" "$BIN/scp"
 on_exit "rm -f '$BIN/scp'"
+on_exit "rm -f '$BIN/scp'"
 
 ossh() { ssh $SSH_OPTS root@localhost "$@"; }
 oscp() { "$CLIENT_SCP" -O -q $SSH_OPTS "$@"; }
