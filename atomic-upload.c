@@ -163,6 +163,8 @@ struct staged_file {
 	int recfd;			/* in-flight record, held locked */
 	int no_partial;			/* renamed or removed: never kept */
 	off_t resumed_from;		/* bytes of kept data continued */
+	int resume_unchecked;		/* no write since, see write_data() */
+	int resume_mismatch;		/* ... which went past the kept data */
 };
 
 static int rename_noreplace(int, const char *, int, const char *);
@@ -1142,6 +1144,28 @@ discard(struct staged_file *sf)
 	remove_private_dir(sf, 1);
 }
 
+static void close_store(int *, int *);
+static int partial_lookup(int, int, const char *,
+    const struct partial_limits *, struct partial_key *,
+    struct partial_found *, int *, int *);
+
+/* Is anything kept for the destination (data to continue, or a record
+ * that refuses)?  Then it is staged, whatever the modify policy: written
+ * in place, the old file would be continued. */
+static int
+partial_pending(struct staged_file *sf, const struct stage_opts *opts)
+{
+	struct partial_found found;
+	struct partial_key k;
+	int storefd, basefd;
+
+	if (!opts->resume || partial_lookup(sf->dirfd, sf->stagedirfd,
+	    sf->name, &opts->partial, &k, &found, &storefd, &basefd) != 0)
+		return 0;
+	close_store(&storefd, &basefd);
+	return found.kind != PARTIAL_NONE;
+}
+
 /*
  * An existing regular file, opened by the kernel as `probe`: replace it
  * (O_TRUNC), or prepare a lazy copy-on-change, or write it in place where
@@ -1165,7 +1189,8 @@ stage_existing(struct staged_file *sf, const struct stage_opts *opts,
 		return write_in_place(sf, oflags, "append-only file: written "
 		    "in place, as it cannot be replaced");
 	}
-	if (!(oflags & O_TRUNC) && opts->modify == STAGE_MODIFY_INPLACE)
+	if (!(oflags & O_TRUNC) && opts->modify == STAGE_MODIFY_INPLACE &&
+	    !partial_pending(sf, opts))
 		return write_in_place(sf, oflags, "modify policy in-place");
 	/* Staging needs to rename into the directory. */
 	if (faccessat(sf->dirfd, ".", W_OK | X_OK, AT_EACCESS) != 0 ||
@@ -1252,6 +1277,8 @@ partial_lookup(int dirfd, int stagedirfd, const char *name,
 		if (bases[i] < 0 || partial_store_open(bases[i], 0, &sfd) != 0)
 			continue;
 		r = partial_find(sfd, k, &now, lim, found);
+		if (r == 0 && found->kind == PARTIAL_NONE)
+			partial_store_tidy(bases[i], sfd);	/* if emptied */
 		if (r == 0 && found->kind != PARTIAL_NONE) {
 			if ((*basefdp = dup(bases[i])) < 0) {
 				r = errno;
@@ -1399,8 +1426,13 @@ adopt_partial(struct staged_file *sf, int oflags, int storefd, int basefd,
 	sf->changed = 1;
 	sf->pstate = found->state;
 	sf->resumed_from = st.st_size;
+	sf->resume_unchecked = 1;
 	sf->storefd = storefd;
 	sf->storebase = basefd;
+	/* Held while this session continues it: the others see a resume
+	 * in flight, and nothing of theirs removes the record.  Without
+	 * the lock, resume_finish() writes it again. */
+	(void)partial_record_hold(storefd, &sf->pkey, &sf->recfd);
 	return 0;
  fail:
 	close_store(&storefd, &basefd);
@@ -1461,6 +1493,30 @@ resume_setup(struct staged_file *sf, const struct stage_opts *opts,
 	return r;
 }
 
+/*
+ * A file written in place (a directory the user may no longer write, an
+ * append-only file, -m inplace) cannot continue kept data: the client,
+ * shown the kept size, would write the rest of the new file into the old
+ * one.  Refused, as is continuing an interrupted replacement.
+ */
+static int
+direct_resume_check(struct staged_file *sf, const struct stage_opts *opts)
+{
+	struct partial_found found;
+	struct partial_key k;
+	int storefd = -1, basefd = -1, r = 0;
+
+	if (sf->dirfd < 0 || partial_lookup(sf->dirfd, sf->stagedirfd,
+	    sf->name, &opts->partial, &k, &found, &storefd, &basefd) != 0)
+		return 0;
+	if (found.kind == PARTIAL_DATA || found.kind == PARTIAL_REPLACED)
+		r = STAGE_E_REPLACED;
+	else if (found.kind == PARTIAL_BUSY)
+		r = STAGE_E_INFLIGHT;
+	close_store(&storefd, &basefd);
+	return r;
+}
+
 /* The name will not be kept (renamed, removed): its record goes now. */
 static void
 resume_drop(struct staged_file *sf)
@@ -1480,13 +1536,14 @@ resume_drop(struct staged_file *sf)
 static void
 resume_finish(struct staged_file *sf, int committed)
 {
-	int done = committed || sf->no_partial;
+	/* A record stays only to refuse continuing an old file. */
+	int done = committed || sf->no_partial || !sf->pstate.replacing;
 
 	if (sf->recfd >= 0) {
 		partial_record_release(sf->storefd, &sf->pkey, sf->recfd, done);
 		sf->recfd = -1;
 	} else if (sf->storefd >= 0 && sf->resumed_from > 0) {
-		if (done || !sf->pstate.replacing)
+		if (done)
 			partial_forget(sf->storefd, &sf->pkey, 1);
 		else
 			(void)partial_record_put(sf->storefd, &sf->pkey,
@@ -1549,6 +1606,8 @@ keep_partial(struct staged_file *sf, off_t *kept, char *note, size_t len)
 	}
 	partial_data_name(&sf->pkey, dname, sizeof(dname));
 	if (sf->method == STAGE_TMPFILE) {
+		/* Locked, so that a sweep leaves its temporary name alone. */
+		(void)flock(sf->fd, LOCK_EX | LOCK_NB);
 		for (tries = 0; tries < 100; tries++) {
 			if ((r = make_temp_name(tmp, sizeof(tmp))) != 0)
 				break;
@@ -1755,6 +1814,9 @@ stage_open(const struct stage_opts *opts, const char *path, int oflags,
 	if (opts->resume && sf->method != STAGE_DIRECT &&
 	    (r = resume_setup(sf, opts, oflags)) != 0)
 		goto out;
+	if (opts->resume && sf->method == STAGE_DIRECT &&
+	    !(oflags & O_TRUNC) && (r = direct_resume_check(sf, opts)) != 0)
+		goto out;
 	if (partial_creat && sf->resumed_from == 0)
 		r = ENOENT;	/* gone meanwhile: there is no file */
  out:
@@ -1892,6 +1954,21 @@ write_data(struct staged_file *sf, const void *buf, size_t len, off_t off,
 		}
 		off = st.st_size;
 	}
+	/*
+	 * A resume's first write must not start past the end of the kept
+	 * data: that client continues from a size it was not shown (the
+	 * old file's, asked while another session was still keeping this
+	 * data) and would leave a hole where new data belongs, or continue
+	 * the wrong file.  Nothing of it is written; the commit fails and
+	 * the kept data stays resumable.
+	 */
+	if (sf->resume_unchecked) {
+		sf->resume_unchecked = 0;
+		if (off > sf->resumed_from)
+			sf->resume_mismatch = 1;
+	}
+	if (sf->resume_mismatch)
+		return STAGE_E_RESUME_GAP;
 	while (done < len) {
 		/* The kernel clears set-id bits on this write as it would
 		 * on stock's: the staged file already has the old mode. */
@@ -2611,6 +2688,24 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 		r = sf->copy_error;
 		step = "stage a copy of the existing file";
 		goto fail;
+	}
+	if (sf->resume_mismatch) {
+		char note[sizeof(rep->partial_note)] = "";
+		off_t kept = -1;
+
+		/* The client continued the wrong size: nothing of it was
+		 * written, the kept data is as good as before. */
+		r = STAGE_E_RESUME_GAP;
+		fill_report(sf, rep, r, "a resume wrote past the end of the "
+		    "kept data");
+		if (keep_partial(sf, &kept, note, sizeof(note)) != 0)
+			discard(sf);
+		if (rep != NULL) {
+			rep->partial_kept = kept;
+			snprintf(rep->partial_note, sizeof(rep->partial_note),
+			    "%s", note);
+		}
+		goto done;
 	}
 	if (sf->have_expect) {
 		step = "check declared size";

@@ -253,6 +253,10 @@ off_t stage_resumed(const struct staged_file *sf);
  */
 #define STAGE_E_REPLACED	ENOTRECOVERABLE
 #define STAGE_E_INFLIGHT	EALREADY
+/* stage_write(): a resumed upload's first write starts past the end of
+ * the kept data (see stage_resumed()); nothing is written, and the commit
+ * will fail, keeping the data for another try. */
+#define STAGE_E_RESUME_GAP	ESPIPE
 
 /*
  * The same user's later sessions see a kept partial upload at its name

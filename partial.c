@@ -366,11 +366,10 @@ partial_find(int storefd, const struct partial_key *k,
 	if (!S_ISREG(rst.st_mode))
 		goto out;
 	if (record_busy(fd)) {
-		/* A replacement in flight in another session: its record
-		 * is not complete until it is released, and says only
-		 * that. */
-		if (record_read_fd(fd, k, &out->state) == 0 &&
-		    out->state.replacing)
+		/* A replacement in flight in another session, or a resume
+		 * of its kept data: nothing to continue here, and nothing
+		 * to remove. */
+		if (record_read_fd(fd, k, &out->state) == 0)
 			out->kind = PARTIAL_BUSY;
 		goto out;
 	}
@@ -461,6 +460,28 @@ partial_record_put(int storefd, const struct partial_key *k,
 		*fdp = fd;
 	else
 		close(fd);
+	return 0;
+}
+
+int
+partial_record_hold(int storefd, const struct partial_key *k, int *fdp)
+{
+	char name[NAME_MAX + 1];
+	int fd, tries;
+
+	*fdp = -1;
+	entry_name('r', k, name, sizeof(name));
+	if ((fd = openat(storefd, name, O_RDONLY | ENTRY_OPEN_FLAGS)) < 0)
+		return errno;
+	/* A lookup holds a shared lock for a moment: try again then. */
+	for (tries = 0; flock(fd, LOCK_EX | LOCK_NB) != 0; tries++) {
+		if ((errno != EWOULDBLOCK && errno != EAGAIN) || tries >= 20) {
+			close(fd);
+			return EBUSY;
+		}
+		(void)usleep(1000);
+	}
+	*fdp = fd;
 	return 0;
 }
 

@@ -119,6 +119,9 @@ int partial_find(int storefd, const struct partial_key *k,
  */
 int partial_record_put(int storefd, const struct partial_key *k,
     const struct partial_state *ps, int hold, int *fdp);
+/* Hold the existing record of `k` (a resume of its data is in flight):
+ * EBUSY if somebody else holds it. */
+int partial_record_hold(int storefd, const struct partial_key *k, int *fdp);
 /* An in-flight record: the upload was committed (`done`: remove the
  * record) or aborted (keep it, its age counting from now). */
 void partial_record_release(int storefd, const struct partial_key *k,

@@ -1277,8 +1277,9 @@ static int
 refuse_resume(struct sftp_session *s, uint32_t id, int r)
 {
 	const char *why = r == STAGE_E_REPLACED ?
-	    "an interrupted upload was replacing this file and its partial "
-	    "data is gone: upload the file again from the start" :
+	    "an interrupted upload was replacing this file and what it "
+	    "kept cannot be continued: upload the file again from the "
+	    "start" :
 	    "another session of this user is replacing this file now";
 
 	logit("resume \"%s\" refused: %s", s->path1, why);
@@ -1567,6 +1568,15 @@ process_write(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	}
 	/* The data goes from the input buffer to the file: no copy. */
 	if ((r = handle_write(h, data, len, off)) != 0) {
+		if (r == STAGE_E_RESUME_GAP) {
+			/* Nothing was written: the staging fails its commit
+			 * itself and keeps the data for a proper resume. */
+			error("write \"%s\": a resume continues past the end of "
+			    "the kept data (%lld bytes)", h->path,
+			    (long long)stage_resumed(h->sf));
+			return send_status_msg(s, id, SSH2_FX_FAILURE,
+			    "resume past the end of the kept partial data");
+		}
 		error("write \"%s\": %s", h->path, strerror(r));
 		if (h->up != NULL)
 			h->up->write_error = r;

@@ -116,6 +116,10 @@ round() {
 	    sftp $SSH_OPTS -l "$RATE_KBIT" -b - "root@localhost:$inbox" >/dev/null 2>>"$WORK/$label/client.log" &
 	pid=$!
 	sleep 3; kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+	sleep 1
+	echo "   sftp: reput continues the killed upload where it stopped"
+	echo "reput $src/big.dat sftp-killed.dat" |
+	    sftp $SSH_OPTS -l "$RATE_KBIT" -b - "root@localhost:$inbox" >/dev/null 2>>"$WORK/$label/client.log"
 	echo "   sftp: replacing file1.dat with a new version"
 	mkpayload "$WORK/$label/new1.dat" $((SIZE_MB * 1048576))
 	echo "put $WORK/$label/new1.dat file1.dat" |
@@ -138,7 +142,7 @@ round() {
 	echo "   staging directory afterwards: $(ls -A "$stage" | wc -l) entries"
 	if [ "$label" = ours ]; then
 		echo "   commit/abort lines from our server's log:"
-		grep -aE '^(commit|abort) "' "$WORK/$label/server.log" | tr -d '\r' | sed 's/^/     /' | head -20
+		grep -aE '^(commit|abort|partial|resume) "' "$WORK/$label/server.log" | tr -d '\r' | sed 's/^/     /' | head -20
 	fi
 }
 
@@ -152,5 +156,13 @@ stock=$(grep -o 'partial_sightings=[0-9]*' "$WORK/stock/watch.out")
 echo
 echo "== verdict"
 echo "   atomic-upload: $ours; leftovers in upload dir: $(ls -A "$WORK/ours/inbox" | grep -c '^\.')"
-echo "   stock OpenSSH: $stock; killed uploads left behind: $(ls "$WORK/stock/inbox" | grep -c killed)"
-[ "$ours" = "partial_sightings=0" ]
+echo "   stock OpenSSH: $stock; killed uploads left behind: $(ls "$WORK/stock/inbox" | grep -c scp-killed)"
+for label in ours stock; do
+	if cmp -s "$src/big.dat" "$WORK/$label/inbox/sftp-killed.dat"; then
+		echo "   $label: the killed sftp upload was resumed with reput, complete"
+	else
+		echo "   $label: the killed sftp upload was NOT completed by reput"
+	fi
+done
+[ "$ours" = "partial_sightings=0" ] &&
+    cmp -s "$src/big.dat" "$WORK/ours/inbox/sftp-killed.dat"

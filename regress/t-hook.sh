@@ -590,7 +590,8 @@ abort_cases() {
 }
 abort_cases off
 if [ $ours_sftp = 1 ] && [ $ours_scp = 1 ]; then
-	check "killed and vanished clients: nothing published" entries "$D/real" kept
+	check "killed and vanished clients: nothing published" \
+	    entries_partials "$D/real" kept
 else
 	skip "killed and vanished clients: nothing published" \
 	    "stock publishes partial files (t-sftp-atomic, t-scp-openssh)"

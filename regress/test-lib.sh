@@ -16,6 +16,8 @@
 #   entries DIR NAME...  DIR holds exactly these names (no debris)
 #   partial_stores DIR  DIR holds only stores of kept partial uploads
 #                     (prints how many)
+#   entries_partials DIR NAME...  entries, beside stores of kept uploads
+#   entries_records DIR NAME...   entries, beside stores holding records
 #   sessions_gone     no sshd session is left (wait_for sessions_gone)
 # Environment from run-tests.sh: SRC, OBJ, SFTP_SERVER, SCP.
 set -u
@@ -206,6 +208,38 @@ partial_stores() {
 		done
 	done
 	echo "$n"
+	return $bad
+}
+
+# entries_partials DIR NAME...: DIR holds exactly these names, beside
+# well-formed stores of kept partial uploads (uploads whose connection was
+# lost are resumable).  entries_records DIR NAME...: the same, but the
+# stores may hold only records: an interrupted or failed replacement
+# leaves one, so that nothing continues the old file as if it were the
+# start of the new one, but no data was to be kept (DESIGN.md 12).
+entries_partials() { _entries_stores d "$@"; }
+entries_records() { _entries_stores r "$@"; }
+_entries_stores() {
+	local allow=$1 dir=$2 e f want got bad=0
+	shift 2
+	for e in "$dir"/.au-partial-[0-9]*; do
+		[ -e "$e" ] || continue
+		for f in "$e"/.[!.]* "$e"/*; do
+			[ -e "$f" ] || [ -L "$f" ] || continue
+			case "${f##*/}" in
+			r.*) ;;
+			d.*) [ "$allow" = d ] && continue
+			     verbose "$e: partial data kept: ${f##*/}"; bad=1 ;;
+			*) verbose "$e: debris in a store: ${f##*/}"; bad=1 ;;
+			esac
+		done
+	done
+	want=$(printf '%s\n' "$@" | sed '/^$/d' | sort | tr '\n' ' ')
+	got=$(ls -A "$dir" | grep -v '^\.au-partial-[0-9]*$' | sort | tr '\n' ' ')
+	if [ "$got" != "$want" ]; then
+		verbose "$dir holds [$got], want [$want] (beside partial stores)"
+		bad=1
+	fi
 	return $bad
 }
 

@@ -6,8 +6,13 @@
  * Input: one byte of session options (bits below), then the client's
  * byte stream exactly as it would arrive on stdin.  Each run gets a fresh
  * session and a fresh scratch tmpfs holding a small tree (f, d/g, l -> f,
- * stg/), and ends as a lost connection does.  Besides the sanitizers, a
- * run fails (abort) when:
+ * stg/), and ends as a lost connection does.  With resumable uploads on
+ * (OPT_RESUME) that session's uploads still open are kept as partial
+ * ones; the stores are swept, and a second session of the same user gets
+ * the same stream again (it finds them: a non-truncating open continues
+ * one, a truncating one discards it, REMOVE and RENAME forget it) and ends
+ * as a closed connection does.  Besides the sanitizers, a run fails
+ * (abort) when:
  *   - a reply is malformed (length over SFTP_MAX_MSG, cut short);
  *   - a staging is still open after the session ended;
  *   - a named temporary is left anywhere in the scratch tree;
@@ -39,7 +44,8 @@
 
 #define OPT_READONLY	0x01
 #define OPT_LIMITS	0x02	/* 3 handles at most; -P symlink,hardlink */
-#define OPT_SYNC_MASK	0x0c	/* >> 2: full, data, none, full */
+#define OPT_SYNC_MASK	0x0c	/* >> 2: full, data, none, full+resume */
+#define OPT_RESUME	0x0c	/* all of OPT_SYNC_MASK: resumable uploads */
 #define OPT_INPLACE	0x10	/* modify in place instead of copying */
 #define OPT_DISABLED	0x20	/* no staging at all (stock behaviour) */
 #define OPT_NO_TMPFILE	0x40	/* named temporaries only */
@@ -158,14 +164,47 @@ check_debris(const char *dir, int depth)
 	closedir(d);
 }
 
+/*
+ * One session over the whole stream, as the I/O loop runs it: feed while
+ * the server wants input, drain what it answered, stop when it says
+ * framing is lost.  It ends as a lost connection (`lost`) or as a
+ * closed one.
+ */
+static void
+run_session(const struct sftp_server_opts *opts, const uint8_t *data,
+    size_t size, int lost)
+{
+	struct sftp_session *s = NULL;
+	size_t used, off;
+	int r, stuck = 0;
+
+	if (sftp_session_new(opts, &s) != 0)
+		die("session");
+	for (off = 0, r = 0; off < size && r == 0; off += used) {
+		r = sftp_session_input(s, data + off, size - off, &used);
+		drain_output(s);
+		/* Output was drained: the next call must take something. */
+		stuck = used == 0 ? stuck + 1 : 0;
+		if (stuck > 2)
+			die("input not taken with output drained");
+	}
+	if (r == 0)
+		r = sftp_session_process(s);
+	drain_output(s);
+	if (lost)
+		sftp_session_lost(s, "fuzz input over");
+	else
+		sftp_session_free(s, "fuzz input over");
+	if (stage_count() != 0)
+		die("staging still open after the session ended");
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct sftp_server_opts opts;
-	struct sftp_session *s = NULL;
-	size_t used, off;
 	u_char o;
-	int r, stuck = 0, lowest_free_fd;
+	int lowest_free_fd, resume;
 
 	if (size < 1)
 		return 0;
@@ -183,6 +222,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	opts.readonly = (o & OPT_READONLY) != 0;
 	opts.max_handles = (o & OPT_LIMITS) ? 3 : 0;
 	opts.denied = (o & OPT_LIMITS) ? "symlink,hardlink" : NULL;
+	resume = (o & OPT_RESUME) == OPT_RESUME;
 	switch ((o & OPT_SYNC_MASK) >> 2) {
 	case 1:
 		opts.stage.sync = STAGE_SYNC_DATA;
@@ -204,26 +244,26 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	opts.stage.digest_xattr = (o & OPT_LIMITS) ? "user.sha256" : NULL;
 	opts.check_file_max = 1 << 20;
 	opts.stage.tmpdir = (o & OPT_TMPDIR) ? stagedir : NULL;
-	if (sftp_session_new(&opts, &s) != 0)
-		die("session");
+	/* Resumable uploads: an age nothing in a run outlives (so a run
+	 * does what it did the last time, whatever the clock says), and a
+	 * cap small enough for the store to make room now and then. */
+	opts.stage.resume = resume;
+	opts.stage.partial.age = 600;
+	opts.stage.partial.record_age = 0;
+	opts.stage.partial.max_bytes = 64 * 1024;
 	data++;
 	size--;
-	/* As the I/O loop does: feed while the server wants input, drain
-	 * what it answered, stop when it says framing is lost. */
-	for (off = 0, r = 0; off < size && r == 0; off += used) {
-		r = sftp_session_input(s, data + off, size - off, &used);
-		drain_output(s);
-		/* Output was drained: the next call must take something. */
-		stuck = used == 0 ? stuck + 1 : 0;
-		if (stuck > 2)
-			die("input not taken with output drained");
+	run_session(&opts, data, size, resume);
+	if (resume) {
+		/* Nothing but kept data and records may be left; then what
+		 * the server's start-up sweep does, and the user's next
+		 * session. */
+		check_debris(".", 0);
+		if (stage_sweep_partial(".", STAGE_SWEEP_TREE,
+		    &opts.stage.partial, NULL, NULL) != 0)
+			die("sweep");
+		run_session(&opts, data, size, 0);
 	}
-	if (r == 0)
-		r = sftp_session_process(s);
-	drain_output(s);
-	sftp_session_free(s, "fuzz input over");
-	if (stage_count() != 0)
-		die("staging still open after the session ended");
 	check_debris(".", 0);
 	if (first_free_fd() != lowest_free_fd)
 		die("descriptor leaked");

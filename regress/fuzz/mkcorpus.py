@@ -26,6 +26,7 @@ A_SIZE, A_UIDGID, A_PERM, A_TIME, A_EXT = 1, 2, 4, 8, 0x80000000
 
 # Harness option bits (fuzz_sftp_server.c).
 O_NAMED, O_TMPDIR, O_INPLACE, O_READONLY = 0x40, 0x80, 0x10, 0x01
+O_RESUME = 0x0c
 
 
 def u32(v):
@@ -187,6 +188,29 @@ def server_seeds():
     out["inplace-modify"] = bytes([O_INPLACE]) + seeds[
         "open-modify-no-close"].out
     out["readonly"] = bytes([O_READONLY]) + up
+    # Resumable uploads: the stream runs twice, the first session lost.
+    # An upload never closed is kept, then continued (no TRUNC), looked
+    # at, and listed; a replacement is kept, then refused while another
+    # is in flight, then replaced; a kept one is removed.
+    resume_new = (new().req(STAT, s("r"))
+                  .req(OPEN, s("r"), u32(FXF_WRITE | FXF_CREAT), attrs())
+                  .req(WRITE, H0, u64(0), s(b"resumed "))
+                  .req(OPENDIR, s(".")).req(READDIR, H1).req(CLOSE, H1))
+    out["resume-new"] = bytes([O_RESUME]) + resume_new.out
+    resume_replace = (new().req(OPEN, s("f"), u32(FXF_WRITE | FXF_APPEND),
+                                attrs())
+                      .req(WRITE, H0, u64(0), s(b"more"))
+                      .req(OPEN, s("f"), u32(wr), attrs())
+                      .req(WRITE, H1, u64(0), s(b"new"))
+                      .req(OPEN, s("f"), u32(FXF_WRITE), attrs()))
+    out["resume-replace"] = bytes([O_RESUME | O_NAMED]) + resume_replace.out
+    resume_remove = (new().req(OPEN, s("d/k"), u32(FXF_WRITE | FXF_CREAT),
+                               attrs())
+                     .req(WRITE, H0, u64(0), s(b"kept"))
+                     .req(REMOVE, s("d/k")).req(RENAME, s("d/k"), s("d/m"))
+                     .req(OPEN, s("d/k"), u32(FXF_READ), attrs())
+                     .req(READ, H1, u64(0), u32(16)))
+    out["resume-tmpdir"] = bytes([O_RESUME | O_TMPDIR]) + resume_remove.out
     return out
 
 

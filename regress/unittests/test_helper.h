@@ -20,7 +20,14 @@
 #ifndef TEST_HELPER_H
 #define TEST_HELPER_H
 
+#include <sys/types.h>
+
+#include <limits.h>
 #include <stddef.h>
+
+#ifndef NAME_MAX
+# define NAME_MAX 255
+#endif
 
 void test_start(const char *name);
 void test_done(void);
@@ -83,5 +90,48 @@ int test_assert_true(const char *file, int line, const char *expr,
 #define ASSERT_PTR_EQ(a, b) test_assert_true(__FILE__, __LINE__, \
 	#a " == " #b, (a) == (b), 1)
 #define TEST_FAIL(...)	test_fail(__FILE__, __LINE__, __VA_ARGS__)
+
+/*
+ * Files, for the tests that work on real ones.  A run's scratch directory
+ * is a mkdtemp directory under $OBJ/regress/work/unit (or
+ * ./regress/work/unit): test_scratch_setup() makes it (mode 0755, its
+ * absolute path into `out`), test_scratch_done() removes it unless
+ * TEST_KEEP is set.
+ */
+int test_scratch_setup(char *out, size_t len);
+void test_scratch_done(void);
+/* A fresh, empty directory `name` (mode 0755) in the scratch directory. */
+int fresh_dir(const char *name, char *out, size_t len);
+void join(char *out, size_t len, const char *dir, const char *name);
+void rm_rf(const char *path);
+int mkdir_p(const char *path, mode_t mode);
+int write_all(int fd, const void *buf, size_t len);
+int put_file(const char *path, const void *data, size_t len, mode_t mode);
+int put_str(const char *path, const char *s);
+int get_file(const char *path, char **data, size_t *len);
+void fill_pattern(char *buf, size_t len, unsigned int seed);
+char *pattern(size_t len, unsigned int seed);
+int is_root(void);
+
+#define MAX_ENTRIES 64
+struct listing {
+	int n;			/* entries, without "." and ".." */
+	char name[MAX_ENTRIES][NAME_MAX + 1];
+};
+int list_dir(const char *dir, struct listing *l);
+
+int check_entries(const char *file, int line, const char *dir,
+    const char *const *names);
+int check_content(const char *file, int line, const char *path,
+    const void *want, size_t wantlen);
+int check_absent(const char *file, int line, const char *path);
+/* `dir` holds exactly the names listed: no debris, nothing missing. */
+#define CHECK_ENTRIES(dir, ...) check_entries(__FILE__, __LINE__, (dir), \
+	(const char *const[]){ __VA_ARGS__, NULL })
+#define CHECK_CONTENT(path, data, len) \
+	check_content(__FILE__, __LINE__, (path), (data), (len))
+#define CHECK_STR(path, s) \
+	check_content(__FILE__, __LINE__, (path), (s), strlen(s))
+#define CHECK_ABSENT(path) check_absent(__FILE__, __LINE__, (path))
 
 #endif /* TEST_HELPER_H */

@@ -45,53 +45,6 @@ static char logpath[PATH_MAX];
 /* ---- helpers ---- */
 
 static int
-rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)ftw;
-	if (flag == FTW_DP)
-		(void)rmdir(p);
-	else
-		(void)unlink(p);
-	return 0;
-}
-
-static void
-rm_rf(const char *path)
-{
-	(void)nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static int
-mkdir_p(const char *path)
-{
-	char tmp[PATH_MAX], *p;
-
-	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
-		return ENAMETOOLONG;
-	for (p = tmp + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-			return errno;
-		*p = '/';
-	}
-	if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-		return errno;
-	return 0;
-}
-
-static void
-join(char *out, size_t len, const char *dir, const char *name)
-{
-	if (snprintf(out, len, "%s/%s", dir, name) >= (int)len) {
-		fprintf(stderr, "path too long: %s/%s\n", dir, name);
-		abort();
-	}
-}
-
-static int
 setup_scratch(void)
 {
 	char base[PATH_MAX], tmpl[PATH_MAX];
@@ -101,7 +54,7 @@ setup_scratch(void)
 		join(base, sizeof(base), obj, "regress/work/unit");
 	else
 		snprintf(base, sizeof(base), "regress/work/unit");
-	if (mkdir_p(base) != 0)
+	if (mkdir_p(base, 0755) != 0)
 		snprintf(base, sizeof(base), "%s",
 		    tmp != NULL && *tmp != '\0' ? tmp : "/tmp");
 	join(tmpl, sizeof(tmpl), base, "hook.XXXXXX");
