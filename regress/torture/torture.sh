@@ -16,7 +16,7 @@
 # Resumes (DESIGN.md 12): the server keeps the staged data of an upload
 # whose connection was lost, and a later non-truncating write-open of the
 # name by the same user continues it.  Some killed uploads go to names
-# private to their worker and to one payload (r<W>-<SIZE><a|b>.dat), and
+# private to their worker and to one payload (r<W>-<SIZE>.dat), and
 # the worker's next action is then often a resume of the same payload to
 # the same name: OpenSSH sftp "reput" (falling back to "put" when there is
 # nothing to continue), paramiko (STAT, open "r+", seek, write the rest;
@@ -360,20 +360,30 @@ worker() {
 		r=$((RANDOM % 100))
 		if [ $r -lt 30 ]; then
 			fate=kill
-			# Mostly a big file, three quarters of those to a name of
-			# this worker's own for that payload, to be resumed.
+			# Mostly a big file.
 			if [ $((RANDOM % 4)) != 0 ]; then
 				size=${BIG_LIST[$((RANDOM % ${#BIG_LIST[@]}))]}
 				src="$POOL/$size$v"
 				name="f-$((RANDOM % 4)).dat"
-				[ $((RANDOM % 4)) != 0 ] && name="r$w-$size$v.dat"
+			fi
+			# Three quarters to a name of this worker's own that
+			# only ever gets one payload (the "a" of its size), to
+			# be resumed.  Few such names: a name is often there
+			# already, and its upload is then a replacement.
+			if [ $((RANDOM % 4)) != 0 ] && [ "$size" != 0 ]; then
+				v=a
+				src="$POOL/${size}a"
+				name="r$w-$size.dat"
 			fi
 		elif [ $r -lt 40 ] && { [ $kind = libssh2 ] || [ $kind = paramiko ]; }; then
 			fate=vanished
 			mode=vanish
 			# Half of them to a private name, to be resumed.
-			[ $((RANDOM % 2)) = 1 ] && [ "$size" != 0 ] &&
-			    name="r$w-$size$v.dat"
+			if [ $((RANDOM % 2)) = 1 ] && [ "$size" != 0 ]; then
+				v=a
+				src="$POOL/${size}a"
+				name="r$w-$size.dat"
+			fi
 		fi
 		# libssh2 and paramiko write to their socket with send(), which
 		# /proc/PID/io does not count: half of their kills come after
@@ -444,7 +454,7 @@ wait "$winotify"
 final_out=$("$PY" "$WATCH" --no-inotify --interval 0 --stop "$STOP" \
     --empty "$EMPTY_RE" --quiet "$D" 2>&1)
 final_bad=$(printf '%s\n' "$final_out" | sed -n 's/^# watch: .* \([0-9]*\) offences.*/\1/p')
-FINAL_RE='^(f-[0-9]+|empty-[0-9]+|r[0-9]+-[0-9]+[KM]?[ab])\.dat$'
+FINAL_RE='^(f-[0-9]+|empty-[0-9]+|r[0-9]+-[0-9]+[KM]?)\.dat$'
 # The store of kept partial uploads is in the staging directory; only a
 # server without one (none here) would keep it in the destination.
 STORE_RE='^\.au-partial-[0-9]+$'
