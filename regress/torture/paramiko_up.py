@@ -19,6 +19,10 @@ MODE
   append  like resume, but opens "a" (WRITE|CREAT|APPEND) and writes from
           the size paramiko finds on the handle (FSTAT), as "put -a" does
 
+PARAMIKO_UP_PAUSE_MS: resume and append wait that long between the STAT
+and the OPEN (a slow client, or a script that checks the local file's
+start first).
+
 Only 127.0.0.1 is contacted.  Exit status 0 on success, 1 on any error.
 """
 import errno
@@ -72,6 +76,9 @@ def resume(sftp, client, mode, local, remote, size):
         have = None
     with open(local, "rb") as f:
         data = f.read()
+    pause = int(os.environ.get("PARAMIKO_UP_PAUSE_MS", "0") or 0)
+    if pause > 0:
+        time.sleep(pause / 1000.0)
     if have is None:
         sys.stdout.write("over\n")
         sys.stdout.flush()

@@ -23,10 +23,12 @@
 # or open "a"), lftp "put -c" where installed.  A resume may itself be
 # killed (and resumed again), refused, or start over; one that reported
 # success must have published exactly its payload.  The server log says
-# which resumes continued kept data.  The shared names keep the overwrite
-# churn; no resume goes to them (a partial kept there may hold another
-# worker's payload, and continuing it would publish a mix: the client's
-# doing, not the server's).
+# which resumes continued kept data.  The shared names keep the
+# overwrite churn; no resume goes to them (a partial kept there may hold
+# another worker's payload, and continuing it would publish a mix: the
+# client's doing, not the server's).  TORTURE_RESUME_PAUSE=MS has
+# paramiko's resumes wait up to MS ms between their STAT and their OPEN,
+# so that the upload a resume races can end between the two (default 0).
 #
 # At the end the destination may hold only final names, and the staging
 # directory only stores of kept partial uploads (.au-partial-UID, see
@@ -69,6 +71,8 @@ PARAMIKO="$SRC/regress/torture/paramiko_up.py"
 LIBSSH2="$OBJ/regress/clients/libssh2_upload"
 # How long the server keeps partial uploads (seconds): longer than a run.
 PARTIAL_AGE=${TORTURE_PARTIAL_AGE:-600}
+# paramiko's resumes pause up to this many ms between STAT and OPEN.
+RESUME_PAUSE=${TORTURE_RESUME_PAUSE:-0}
 
 D="$WORK/dst"		# the upload directory the watchers read
 STAGE="$WORK/stage"	# the staging directory (same filesystem)
@@ -258,6 +262,9 @@ resume() {
 	fate=done
 	[ $((RANDOM % 100)) -lt 25 ] && fate=kill
 	ms=$((100 + RANDOM % 1500))
+	# paramiko may pause between its STAT and its OPEN (a slow client).
+	PARAMIKO_UP_PAUSE_MS=$((RANDOM % (RESUME_PAUSE + 1)))
+	export PARAMIKO_UP_PAUSE_MS
 	# Half of the resumes first give the killed upload's session time
 	# to go (its abort line, at most 2 s: one killed before its OPEN
 	# never writes one); the others race it, as an impatient user does.
