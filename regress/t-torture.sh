@@ -5,7 +5,8 @@
 # names, resumes of killed uploads, and two watchers reading the
 # destination.  Its summary line is turned into TAP results here.
 # TORTURE_SECONDS sets the duration (default 35), TORTURE_SEED the seed
-# (default: the PID); against stock (SFTP_SERVER=/usr/lib/openssh/sftp-server
+# (default: the PID); TORTURE_STALLS=1 and TORTURE_RESUME_PAUSE=MS reach
+# torture.sh (see there); against stock (SFTP_SERVER=/usr/lib/openssh/sftp-server
 # SCP=/usr/bin/scp) the partial-file checks fail.
 tid=t-torture
 . "${SRC:-$(cd "$(dirname "$0")/.." && pwd)}/regress/test-lib.sh"

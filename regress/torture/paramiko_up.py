@@ -21,7 +21,7 @@ MODE
 
 PARAMIKO_UP_PAUSE_MS: resume and append wait that long between the STAT
 and the OPEN (a slow client, or a script that checks the local file's
-start first).
+start first).  "stat N" (or "stat none") is printed after the STAT.
 
 Only 127.0.0.1 is contacted.  Exit status 0 on success, 1 on any error.
 """
@@ -74,6 +74,8 @@ def resume(sftp, client, mode, local, remote, size):
         if getattr(e, "errno", None) != errno.ENOENT:
             raise
         have = None
+    sys.stdout.write("stat %s\n" % ("none" if have is None else have))
+    sys.stdout.flush()
     with open(local, "rb") as f:
         data = f.read()
     pause = int(os.environ.get("PARAMIKO_UP_PAUSE_MS", "0") or 0)

@@ -29,6 +29,14 @@
 # client's doing, not the server's).  TORTURE_RESUME_PAUSE=MS has
 # paramiko's resumes wait up to MS ms between their STAT and their OPEN,
 # so that the upload a resume races can end between the two (default 0).
+# TORTURE_STALLS=1: a killed replacement of a private name (one size,
+# 4M, so that names come back) is first stalled (SIGSTOP: its connection
+# stays open, its upload in flight for the server), and dies only after
+# the resume that follows has STATed the name (paramiko "r+", pausing
+# before its OPEN): a connection that dies late, after the user resumed.
+# Off by default: the server published a truncated file there (the
+# resume STATs the old file, adopts the shorter kept data at its OPEN,
+# writes nothing past it and commits it).
 #
 # At the end the destination may hold only final names, and the staging
 # directory only stores of kept partial uploads (.au-partial-UID, see
@@ -73,6 +81,8 @@ LIBSSH2="$OBJ/regress/clients/libssh2_upload"
 PARTIAL_AGE=${TORTURE_PARTIAL_AGE:-600}
 # paramiko's resumes pause up to this many ms between STAT and OPEN.
 RESUME_PAUSE=${TORTURE_RESUME_PAUSE:-0}
+# Some killed uploads stall first (SIGSTOP) and die during the resume.
+STALLS=${TORTURE_STALLS:-0}
 
 D="$WORK/dst"		# the upload directory the watchers read
 STAGE="$WORK/stage"	# the staging directory (same filesystem)
@@ -264,11 +274,20 @@ resume() {
 	ms=$((100 + RANDOM % 1500))
 	# paramiko may pause between its STAT and its OPEN (a slow client).
 	PARAMIKO_UP_PAUSE_MS=$((RANDOM % (RESUME_PAUSE + 1)))
+	if [ -n "$STALLED" ] && [ "${RKINDS[1]:-}" = paramiko ]; then
+		# The interrupted upload is still in flight (stalled): a
+		# paramiko "r+" resume STATs while it is, and its OPEN comes
+		# after the stalled upload died.
+		kind=paramiko
+		mode=resume
+		fate=done
+		PARAMIKO_UP_PAUSE_MS=$((1200 + RANDOM % 800))
+	fi
 	export PARAMIKO_UP_PAUSE_MS
 	# Half of the resumes first give the killed upload's session time
 	# to go (its abort line, at most 2 s: one killed before its OPEN
 	# never writes one); the others race it, as an impatient user does.
-	if [ $((RANDOM % 2)) = 1 ] && [ $stock = 0 ]; then
+	if [ -z "$STALLED" ] && [ $((RANDOM % 2)) = 1 ] && [ $stock = 0 ]; then
 		for ((t = 0; t < 100; t++)); do
 			[ "$(aborts "$name")" -gt "${ABORTS_BEFORE:-0}" ] && break
 			sleep 0.02
@@ -279,6 +298,15 @@ resume() {
 	ABORTS_BEFORE=$(aborts "$name")
 	client "$kind" "$mode" "$src" "$name" >"$out" 2>"$err" &
 	pid=$!
+	if [ -n "$STALLED" ]; then
+		# The stalled connection dies once the resume has STATed.
+		for ((t = 0; t < 150; t++)); do
+			grep -qs '^stat' "$out" && break
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.02
+		done
+		unstall
+	fi
 	if [ $fate = kill ]; then
 		msleep "$ms"
 		if kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null; then
@@ -333,6 +361,18 @@ resume() {
 	[ $fate = killed ]
 }
 
+# unstall: kill the worker's stalled upload (SIGSTOPped while its
+# connection stayed open: for the server, an upload in flight).
+unstall() {
+	local pid kind mode size name
+	[ -n "$STALLED" ] || return 0
+	read -r pid kind mode size name <<<"$STALLED"
+	STALLED=""
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	echo "$kind $mode $size $name killed 137" >>"$LOG"
+}
+
 # worker N: uploads until the deadline.  Each upload is logged as
 #   KIND MODE SIZE NAME FATE RC [OUTCOME CHECK]
 # FATE done (ran to the end; RC its exit status), killed (SIGKILLed while
@@ -341,6 +381,7 @@ resume() {
 worker() {
 	local w=$1 n=0 kind size v src name fate mode pid rc r bytes out
 	local pending=""
+	STALLED=""
 	RANDOM=$((SEED + w * 7919))
 	while [ "$(date +%s)" -lt "$DEADLINE" ]; do
 		# After a killed or vanished upload to a private name, mostly
@@ -348,8 +389,10 @@ worker() {
 		if [ -n "$pending" ] && [ $((RANDOM % 100)) -lt 85 ]; then
 			# shellcheck disable=SC2086
 			resume "$w" $pending || pending=""
+			unstall
 			continue
 		fi
+		unstall
 		pending=""
 		kind=${KINDS[$(((w + n + RANDOM % 2) % ${#KINDS[@]}))]}
 		n=$((n + 1))
@@ -378,6 +421,8 @@ worker() {
 			# be resumed.  Few such names: a name is often there
 			# already, and its upload is then a replacement.
 			if [ $((RANDOM % 4)) != 0 ] && [ "$size" != 0 ]; then
+				# (With stalls, one such name: it comes back.)
+				[ "$STALLS" = 1 ] && size=4M
 				v=a
 				src="$POOL/${size}a"
 				name="r$w-$size.dat"
@@ -422,6 +467,16 @@ worker() {
 			else
 				msleep $((100 + RANDOM % 1500))
 			fi
+			# With TORTURE_STALLS=1 the replacements of a private
+			# name stall instead, and die during the resume: a
+			# connection that dies only after the user resumed.
+			if [ "$STALLS" = 1 ] && [ "${name#r}" != "$name" ] &&
+			    [ -f "$D/$name" ] && kill -0 "$pid" 2>/dev/null &&
+			    kill -STOP "$pid" 2>/dev/null; then
+				STALLED="$pid $kind $mode $size $name"
+				pending="$size $v $name"
+				continue
+			fi
 			if kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null; then
 				wait "$pid" 2>/dev/null
 				echo "$kind $mode $size $name killed 137" >>"$LOG"
@@ -435,6 +490,7 @@ worker() {
 		echo "$kind $mode $size $name $fate $rc" >>"$LOG"
 		[ $fate = vanished ] && case $name in r*) pending="$size $v $name" ;; esac
 	done
+	unstall
 }
 
 START=$(date +%s)
