@@ -141,6 +141,8 @@ struct staged_file {
 	int digest_deferred;		/* ... hashed in idle moments */
 	int digest_idle_failed;		/* ... which failed: left to the
 					 * commit (no busy loop on it) */
+	int digest_caught_up;		/* nothing to hash since the last
+					 * look: no fstat per idle pass */
 	const char *digest_xattr;	/* store it under this name, or NULL */
 	int resolve_path;		/* report the absolute final path */
 	char sha256[65];		/* at commit, "" if not known */
@@ -1011,6 +1013,7 @@ materialise(struct staged_file *sf, off_t limit)
 	    (r = copy_existing(sf->srcfd, sf->fd, limit)) == 0) {
 		sf->lazy = 0;
 		sf->changed = 1;
+		sf->digest_caught_up = 0;
 		return 0;
 	}
 	/* Give the space back at once; the commit will fail anyway, so a
@@ -1998,6 +2001,7 @@ write_data(struct staged_file *sf, const void *buf, size_t len, off_t off,
 		stream_digest_note(&sf->dg, off, len);
 	else
 		stream_digest_write(&sf->dg, buf, len, off);
+	sf->digest_caught_up = 0;
 	write_behind(sf, off + (off_t)len);
 	return 0;
 }
@@ -2076,6 +2080,7 @@ stage_ftruncate(struct staged_file *sf, off_t size)
 		return r;
 	}
 	stream_digest_truncate(&sf->dg, size);
+	sf->digest_caught_up = 0;
 	return 0;
 }
 
@@ -2143,6 +2148,38 @@ reopen_by_dup(int fd, int oflags, int *fdp)
 	return 0;
 }
 
+/*
+ * Without /proc (a jail): the content is a file with a name (an anonymous
+ * one needs /proc to exist at all): the file being modified, or written
+ * in place.  Open that name in its directory, so the kernel decides the
+ * access, and make sure it is still the same inode; only where the name
+ * has gone meanwhile does the kernel's faccessat() decide for a dup.
+ */
+static int
+reopen_by_name(const struct staged_file *sf, int oflags, int *fdp)
+{
+	struct stat a, b;
+	int fd, fl;
+
+	if (sf->dirfd >= 0 && fstat(content_fd(sf), &a) == 0) {
+		fd = openat(sf->dirfd, sf->name, oflags | O_NOFOLLOW |
+		    O_NONBLOCK);
+		if (fd < 0 && errno != ENOENT)
+			return errno;
+		if (fd >= 0) {
+			if (fstat(fd, &b) == 0 && a.st_dev == b.st_dev &&
+			    a.st_ino == b.st_ino &&
+			    (fl = fcntl(fd, F_GETFL)) >= 0 &&
+			    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == 0) {
+				*fdp = fd;
+				return 0;
+			}
+			close(fd);
+		}
+	}
+	return reopen_by_dup(content_fd(sf), oflags, fdp);
+}
+
 int
 stage_reopen(const struct staged_file *sf, int oflags, int *fdp)
 {
@@ -2160,7 +2197,7 @@ stage_reopen(const struct staged_file *sf, int oflags, int *fdp)
 		    content_fd(sf));
 		fd = open(proc, oflags);
 		if (fd < 0 && errno == ENOENT && !proc_fd_available())
-			return reopen_by_dup(content_fd(sf), oflags, fdp);
+			return reopen_by_name(sf, oflags, fdp);
 	}
 	if (fd < 0)
 		return errno;
@@ -2336,11 +2373,19 @@ digest_readable_size(const struct staged_file *sf)
 }
 
 off_t
-stage_digest_backlog(const struct staged_file *sf)
+stage_digest_backlog(struct staged_file *sf)
 {
-	off_t size = digest_readable_size(sf);
+	off_t size, pending;
 
-	return size < 0 ? 0 : stream_digest_pending(&sf->dg, size);
+	/* Every change of the data clears it (write_data(), truncation,
+	 * the lazy copy, a resume's kept data). */
+	if (sf->digest_caught_up)
+		return 0;
+	size = digest_readable_size(sf);
+	pending = size < 0 ? 0 : stream_digest_pending(&sf->dg, size);
+	if (pending == 0 && size >= 0)
+		sf->digest_caught_up = 1;
+	return pending;
 }
 
 int
@@ -2388,9 +2433,11 @@ store_digest_xattr(int fd, const char *name, const char *hex)
 	if (fsetxattr(fd, name, hex, strlen(hex), 0) == 0)
 		return 0;
 	r = errno;
+	/* Whether we may lend it is the kernel's fchmod decision (only
+	 * the owner may); set-id files are left alone, since a chmod by
+	 * their owner could clear what it did not set. */
 	if ((r != EACCES && r != EPERM) || fstat(fd, &st) != 0 ||
-	    st.st_uid != geteuid() || (st.st_mode & S_IWUSR) ||
-	    (st.st_mode & (S_ISUID | S_ISGID)))
+	    (st.st_mode & S_IWUSR) || (st.st_mode & (S_ISUID | S_ISGID)))
 		return r;
 	if (fchmod(fd, (st.st_mode & 07777) | S_IWUSR) != 0)
 		return r;

@@ -212,7 +212,7 @@ int stage_unlink_old(struct staged_file *sf);
  * read back from the page cache.  What is left at the commit is hashed
  * then.
  */
-off_t stage_digest_backlog(const struct staged_file *sf);
+off_t stage_digest_backlog(struct staged_file *sf);
 int stage_digest_work(struct staged_file *sf, size_t budget);
 
 /* fsync the staged data now (fsync@openssh.com on a staged handle). */

@@ -2633,9 +2633,14 @@ process_check_file_name(struct sftp_session *s, uint32_t id,
 	 * descriptor the kernel opens for reading. */
 	if ((up = upload_find(s, s->path1)) != NULL)
 		r = stage_reopen(up->sf, O_RDONLY, &fd);
+	else if (s->stage.resume && (r = stage_partial_open(&s->stage,
+	    s->path1, O_RDONLY, &fd)) != ENOENT)
+		;	/* the user's kept partial upload, as a reader sees */
 	else if ((fd = open(s->path1, O_RDONLY | O_NONBLOCK | O_NOCTTY |
 	    O_CLOEXEC)) < 0)
 		r = errno;
+	else
+		r = 0;
 	if (r != 0)
 		return r;
 	r = check_file(s, id, &cf, s->path1, fd);

@@ -142,26 +142,27 @@ def log_text(path):
         return []
 
 
-def commit_line(lines, name):
-    """(bytes, sha256 hex or None) of the last commit line of name."""
-    rx = re.compile(COMMIT_RE % re.escape(name))
+def last_match(lines, pattern, name, pick):
+    """pick(match) of the last line matching pattern (a %s for the
+    escaped name), or None."""
+    rx = re.compile(pattern % re.escape(name))
     got = None
     for l in lines:
         m = rx.search(l)
         if m:
-            got = (int(m.group(1)), m.group(3))
+            got = pick(m)
     return got
+
+
+def commit_line(lines, name):
+    """(bytes, sha256 hex or None) of the last commit line of name."""
+    return last_match(lines, COMMIT_RE, name,
+                      lambda m: (int(m.group(1)), m.group(3)))
 
 
 def reread(lines, name):
     """Bytes read back for name's digest, or None without such a line."""
-    rx = re.compile(REREAD_RE % re.escape(name))
-    got = None
-    for l in lines:
-        m = rx.search(l)
-        if m:
-            got = int(m.group(1))
-    return got
+    return last_match(lines, REREAD_RE, name, lambda m: int(m.group(1)))
 
 
 # ------------------------------------------------------------- uploads

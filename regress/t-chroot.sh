@@ -301,8 +301,11 @@ check "$U1: no debris in the subdirectory" entries "$J1/upload/sub" resume \
 # shellcheck disable=SC2086
 check "$U2: no debris in the upload directory" entries "$J2/upload" $complete
 if [ $STOCK = 0 ]; then
-	check "$U1: staging directory empty" entries "$J1/.upload-staging"
-	check "$U2: staging directory empty" entries "$J2/.upload-staging"
+	# The killed and vanished uploads are kept for a resume.
+	check "$U1: staging directory: nothing but kept uploads" \
+	    entries_partials "$J1/.upload-staging"
+	check "$U2: staging directory: nothing but kept uploads" \
+	    entries_partials "$J2/.upload-staging"
 else
 	skip "staging directories empty" "stock stages nothing"
 fi

@@ -213,5 +213,6 @@ grep -e OFFENCE -e '^# partial' "$WORK/watch.out" | head -10
 check "the watcher never saw a partial file" test $wrc = 0
 check "no debris in the destination" entries "$D" new-sftp rep-sftp new-scp \
     rep-scp new-scpO rep-scpO rep-sftp-kill rep-scpO-kill
-check "staging directory empty" entries "$STAGE"
+check "staging directory: nothing but the killed uploads kept for a resume" \
+    entries_partials "$STAGE"
 exit 0
