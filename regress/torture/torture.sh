@@ -604,7 +604,10 @@ r_killed=$(count '$7 == "killed"')
 r_failed=$(count '$7 == "failed"')
 r_ok=$(count '$8 == "ok"')
 r_mismatch=$(count '$8 == "MISMATCH"')
-srv_continued=$(grep -ac '^resume ".*" from [0-9]* bytes' "$WORK/server.log")
+srv_continued=$(grep -ac '^resume ".*/r[0-9]*-[^/]*" from [0-9]* bytes' "$WORK/server.log")
+# On the shared names: OpenSSH scp's non-truncating opens take up data
+# kept there (it writes the whole file and sets its size at the end).
+srv_continued_shared=$(grep -ac '^resume ".*/f-[0-9]*\.dat" from [0-9]* bytes' "$WORK/server.log")
 srv_refused=$(grep -ac '^resume ".*" refused' "$WORK/server.log")
 # Refusals of non-truncating opens on the shared names: not resumes of
 # ours but OpenSSH scp (SFTP mode opens without TRUNC).
@@ -619,7 +622,7 @@ grep -a 'runtime error\|AddressSanitizer' "$WORK/server.log" "$WORK/scp.log" 2>/
 
 which=ours
 [ $stock = 1 ] && which=stock
-echo "torture: server=$which seconds=$ELAPSED workers=$WORKERS uploads=$attempted committed=$committed aborted=$aborted (failed=$failed killed=$kills vanished=$vanished) kills=$kills big=$big empty=$empty clients[tried/committed]:$per_kind logged[server_commits=${srv_commits:-0} server_aborts=${srv_aborts:-0} sink_commits=${sink_commits:-0} sink_aborts=${sink_aborts:-0}] watcher_checks[poll=${wpoll_checks:-0} inotify=${wino_checks:-0} overflows=${overflows:-0}] close_write_events=$close_writes close_write_overlaps=$close_write_overlaps partial_sightings=$partial (poll=${poll_bad:-?} inotify=${ino_bad:-?}) final_partial=${final_bad:-?} lost=$lost resumes[attempted=$r_attempted continued=$r_continued refused=$r_refused started_over=$r_over complete=$r_complete resume_killed=$r_killed resume_failed=$r_failed payload_ok=$r_ok mismatch=$r_mismatch] server_log[continued_from=${srv_continued:-0} refusals=${srv_refused:-0} refusals_shared=${srv_refused_shared:-0} partials_kept=${srv_kept:-0} not_kept=${srv_not_kept:-0}] kept_partials=${kept:-?} expired_partials=$expired (age $PARTIAL_AGE s) debris=$((debris + staging_debris)) (destination=$debris staging=$staging_debris)"
+echo "torture: server=$which seconds=$ELAPSED workers=$WORKERS uploads=$attempted committed=$committed aborted=$aborted (failed=$failed killed=$kills vanished=$vanished) kills=$kills big=$big empty=$empty clients[tried/committed]:$per_kind logged[server_commits=${srv_commits:-0} server_aborts=${srv_aborts:-0} sink_commits=${sink_commits:-0} sink_aborts=${sink_aborts:-0}] watcher_checks[poll=${wpoll_checks:-0} inotify=${wino_checks:-0} overflows=${overflows:-0}] close_write_events=$close_writes close_write_overlaps=$close_write_overlaps partial_sightings=$partial (poll=${poll_bad:-?} inotify=${ino_bad:-?}) final_partial=${final_bad:-?} lost=$lost resumes[attempted=$r_attempted continued=$r_continued refused=$r_refused started_over=$r_over complete=$r_complete resume_killed=$r_killed resume_failed=$r_failed payload_ok=$r_ok mismatch=$r_mismatch] server_log[continued_from=${srv_continued:-0} continued_shared=${srv_continued_shared:-0} refusals=${srv_refused:-0} refusals_shared=${srv_refused_shared:-0} partials_kept=${srv_kept:-0} not_kept=${srv_not_kept:-0}] kept_partials=${kept:-?} expired_partials=$expired (age $PARTIAL_AGE s) debris=$((debris + staging_debris)) (destination=$debris staging=$staging_debris)"
 
 [ "$partial" -eq 0 ] && [ "${final_bad:-1}" -eq 0 ] && [ "$lost" -eq 0 ] &&
     [ "$debris" -eq 0 ] && [ "$staging_debris" -eq 0 ] &&
