@@ -10,9 +10,22 @@ MODE
           and without closing the SSH session (os._exit): the server sees
           the connection drop with a write handle open
   hang    like vanish, but print "written" and wait to be killed
+  resume  continue an interrupted upload as a resuming client does: STAT
+          the remote name (for the same user the server shows the kept
+          partial upload there), open it "r+" (no CREAT, no TRUNC), seek
+          to its size and write the rest, then CLOSE; where there is
+          nothing, upload the whole file ("wb").  Prints "from N" (N bytes
+          were there) or "over" (started from nothing)
+  append  like resume, but opens "a" (WRITE|CREAT|APPEND) and writes from
+          the size paramiko finds on the handle (FSTAT), as "put -a" does
+
+PARAMIKO_UP_PAUSE_MS: resume and append wait that long between the STAT
+and the OPEN (a slow client, or a script that checks the local file's
+start first).  "stat N" (or "stat none") is printed after the STAT.
 
 Only 127.0.0.1 is contacted.  Exit status 0 on success, 1 on any error.
 """
+import errno
 import os
 import sys
 import time
@@ -38,6 +51,8 @@ def main(argv):
         client.close()
         return 0
     size = os.path.getsize(local)
+    if mode in ("resume", "append"):
+        return resume(sftp, client, mode, local, remote, size)
     remote_file = sftp.open(remote, "wb")
     remote_file.set_pipelined(True)
     with open(local, "rb") as f:
@@ -50,6 +65,50 @@ def main(argv):
             time.sleep(60)
     # Gone without CLOSE: the kernel closes the socket.
     os._exit(0)
+
+
+def resume(sftp, client, mode, local, remote, size):
+    try:
+        have = sftp.stat(remote).st_size
+    except IOError as e:
+        if getattr(e, "errno", None) != errno.ENOENT:
+            raise
+        have = None
+    sys.stdout.write("stat %s\n" % ("none" if have is None else have))
+    sys.stdout.flush()
+    with open(local, "rb") as f:
+        data = f.read()
+    pause = int(os.environ.get("PARAMIKO_UP_PAUSE_MS", "0") or 0)
+    if pause > 0:
+        time.sleep(pause / 1000.0)
+    if have is None:
+        sys.stdout.write("over\n")
+        sys.stdout.flush()
+        remote_file = sftp.open(remote, "wb")
+        off = 0
+    else:
+        if have > size:
+            raise ValueError("remote %s has %d bytes, more than the %d of "
+                             "%s" % (remote, have, size, local))
+        remote_file = sftp.open(remote, "a" if mode == "append" else "r+")
+        if mode == "append":
+            off = remote_file.tell()  # paramiko's FSTAT of the handle
+            if off > size:
+                raise ValueError("handle of %s at %d, past %d" %
+                                 (remote, off, size))
+        else:
+            off = have
+            remote_file.seek(off)
+        sys.stdout.write("from %d\n" % off)
+        sys.stdout.flush()
+    remote_file.set_pipelined(True)
+    # In pieces, so that a kill can land in the middle.
+    for i in range(off, size, 32768):
+        remote_file.write(data[i:i + 32768])
+    remote_file.close()  # raises if the server refused a write or CLOSE
+    sftp.close()
+    client.close()
+    return 0
 
 
 if __name__ == "__main__":
