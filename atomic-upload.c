@@ -166,7 +166,12 @@ struct staged_file {
 	int no_partial;			/* renamed or removed: never kept */
 	off_t resumed_from;		/* bytes of kept data continued */
 	int resume_unchecked;		/* no write since, see write_data() */
-	int resume_mismatch;		/* ... which went past the kept data */
+	int old_unchecked;		/* an interrupted replacement's old
+					 * file: no write since */
+	int resume_mismatch;		/* the first write went past the kept
+					 * data, or continued that old file:
+					 * STAGE_E_RESUME_GAP or
+					 * STAGE_E_REPLACED, 0 if neither */
 };
 
 static int rename_noreplace(int, const char *, int, const char *);
@@ -1454,7 +1459,7 @@ resume_setup(struct staged_file *sf, const struct stage_opts *opts,
 {
 	struct partial_found found;
 	struct stat st;
-	int storefd = -1, basefd = -1, r;
+	int storefd = -1, basefd = -1;
 
 	sf->resume = 1;
 	sf->plim = opts->partial;
@@ -1479,21 +1484,20 @@ resume_setup(struct staged_file *sf, const struct stage_opts *opts,
 		}
 		return 0;
 	}
-	switch (found.kind) {
-	case PARTIAL_DATA:
+	if (found.kind == PARTIAL_DATA)
 		return adopt_partial(sf, oflags, storefd, basefd, &found);
-	case PARTIAL_REPLACED:
-		r = STAGE_E_REPLACED;
-		break;
-	case PARTIAL_BUSY:
-		r = STAGE_E_INFLIGHT;
-		break;
-	default:
-		r = 0;
-		break;
-	}
+	/*
+	 * The file there is the old one of a replacement that was
+	 * interrupted (its data gone) or is in flight in another session.
+	 * Rewriting it from the start is an upload like any other (scp's
+	 * SFTP mode opens without truncating, and truncates at the end);
+	 * continuing it would append the rest of the new file to the old
+	 * one.  The first write decides: see resume_check().
+	 */
+	if (found.kind == PARTIAL_REPLACED || found.kind == PARTIAL_BUSY)
+		sf->old_unchecked = 1;
 	close_store(&storefd, &basefd);
-	return r;
+	return 0;
 }
 
 /*
@@ -1925,6 +1929,38 @@ write_behind(struct staged_file *sf, off_t end)
 }
 
 
+/*
+ * The first write of an upload that continues kept data, or that opened
+ * the old file of an interrupted replacement, shows what the client
+ * believes the file is.  Continuing kept data from past its end means
+ * the client was shown another size (the old file's, asked while another
+ * session still had this data): it would leave a hole where new data
+ * belongs.  Writing the old file anywhere but from its start continues
+ * it with the new file's rest.  Either way nothing is written, later
+ * writes are refused too, and the commit fails; kept data stays kept.
+ */
+static int
+resume_check(struct staged_file *sf, off_t off, int at_end)
+{
+	struct stat st;
+
+	if (sf->resume_mismatch != 0)
+		return sf->resume_mismatch;
+	if (!sf->resume_unchecked && !sf->old_unchecked)
+		return 0;
+	if (at_end && sf->method != STAGE_DIRECT) {
+		if (fstat(content_fd(sf), &st) != 0)
+			return errno;
+		off = st.st_size;
+	}
+	if (sf->resume_unchecked && off > sf->resumed_from)
+		sf->resume_mismatch = STAGE_E_RESUME_GAP;
+	if (sf->old_unchecked && off != 0)
+		sf->resume_mismatch = STAGE_E_REPLACED;
+	sf->resume_unchecked = sf->old_unchecked = 0;
+	return sf->resume_mismatch;
+}
+
 /* Write `len` bytes at `off`, or at the end (`at_end`). */
 static int
 write_data(struct staged_file *sf, const void *buf, size_t len, off_t off,
@@ -1937,6 +1973,8 @@ write_data(struct staged_file *sf, const void *buf, size_t len, off_t off,
 
 	if (sf->aborted)
 		return EBADF;
+	if ((r = resume_check(sf, off, at_end)) != 0)
+		return r;
 	if (sf->lazy && (r = materialise(sf, COPY_ALL)) != 0) {
 		if (sf->write_error == 0)
 			sf->write_error = r;
@@ -1957,21 +1995,6 @@ write_data(struct staged_file *sf, const void *buf, size_t len, off_t off,
 		}
 		off = st.st_size;
 	}
-	/*
-	 * A resume's first write must not start past the end of the kept
-	 * data: that client continues from a size it was not shown (the
-	 * old file's, asked while another session was still keeping this
-	 * data) and would leave a hole where new data belongs, or continue
-	 * the wrong file.  Nothing of it is written; the commit fails and
-	 * the kept data stays resumable.
-	 */
-	if (sf->resume_unchecked) {
-		sf->resume_unchecked = 0;
-		if (off > sf->resumed_from)
-			sf->resume_mismatch = 1;
-	}
-	if (sf->resume_mismatch)
-		return STAGE_E_RESUME_GAP;
 	while (done < len) {
 		/* The kernel clears set-id bits on this write as it would
 		 * on stock's: the staged file already has the old mode. */
@@ -2741,11 +2764,14 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 		off_t kept = -1;
 
 		/* The client continued the wrong size: nothing of it was
-		 * written, the kept data is as good as before. */
-		r = STAGE_E_RESUME_GAP;
-		fill_report(sf, rep, r, "a resume wrote past the end of the "
-		    "kept data");
-		if (keep_partial(sf, &kept, note, sizeof(note)) != 0)
+		 * written, kept data is as good as before. */
+		r = sf->resume_mismatch;
+		fill_report(sf, rep, r, r == STAGE_E_RESUME_GAP ?
+		    "a resume wrote past the end of the kept data" :
+		    "a write continued the old file of an interrupted "
+		    "replacement");
+		if (sf->resumed_from == 0 ||
+		    keep_partial(sf, &kept, note, sizeof(note)) != 0)
 			discard(sf);
 		if (rep != NULL) {
 			rep->partial_kept = kept;

@@ -1535,6 +1535,26 @@ handle_write(struct handle *h, const u_char *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+/*
+ * A write that would continue the wrong file: past the end of kept data
+ * (the client was shown another size), or the old file of an interrupted
+ * replacement (its partial data gone, or another session replacing it).
+ */
+static int
+refuse_continuation(struct sftp_session *s, uint32_t id, struct handle *h,
+    int r)
+{
+	const char *why = r == STAGE_E_RESUME_GAP ?
+	    "resume past the end of the kept partial data: look at the "
+	    "file's size again" :
+	    "an interrupted upload was replacing this file: continuing the "
+	    "old file would mix it with the new one; upload the file again "
+	    "from the start";
+
+	logit("resume \"%s\" refused: %s", h->path, why);
+	return send_status_msg(s, id, SSH2_FX_FAILURE, why);
+}
+
 static int
 process_write(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 {
@@ -1568,14 +1588,10 @@ process_write(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	}
 	/* The data goes from the input buffer to the file: no copy. */
 	if ((r = handle_write(h, data, len, off)) != 0) {
-		if (r == STAGE_E_RESUME_GAP) {
+		if (r == STAGE_E_RESUME_GAP || r == STAGE_E_REPLACED) {
 			/* Nothing was written: the staging fails its commit
-			 * itself and keeps the data for a proper resume. */
-			error("write \"%s\": a resume continues past the end of "
-			    "the kept data (%lld bytes)", h->path,
-			    (long long)stage_resumed(h->sf));
-			return send_status_msg(s, id, SSH2_FX_FAILURE,
-			    "resume past the end of the kept partial data");
+			 * itself (and keeps kept data for a proper resume). */
+			return refuse_continuation(s, id, h, r);
 		}
 		error("write \"%s\": %s", h->path, strerror(r));
 		if (h->up != NULL)
