@@ -1186,6 +1186,29 @@ lost_upload(const struct stage_opts *o, const char *path, int oflags,
 	return 0;
 }
 
+/*
+ * A non-truncating open of the old file of an interrupted replacement (or
+ * of one in flight elsewhere) is allowed: a rewrite from the start is an
+ * upload like any other.  A write that continues the old file is refused
+ * with STAGE_E_REPLACED, and the commit then fails.  Returns the open's
+ * error, else the write's result; EPROTO if the commit of a refused
+ * write succeeded.
+ */
+static int
+continue_refused(const struct stage_opts *o, const char *dest, int oflags)
+{
+	struct staged_file *sf = NULL;
+	int r;
+
+	if ((r = stage_open(o, dest, oflags, 0644, &sf)) != 0)
+		return r;
+	r = (oflags & O_APPEND) ? stage_append(sf, "X", 1) :
+	    stage_write(sf, "X", 1, 3);
+	if (stage_commit(sf, NULL) == 0 && r != 0)
+		return EPROTO;
+	return r;
+}
+
 /* Read all of `fd` (at most `len`); returns the count or -1. */
 static ssize_t
 read_fd(int fd, char *buf, size_t len)
@@ -1645,12 +1668,13 @@ test_replaced(int no_tmpfile)
 	/* The data expires; the record outlives it. */
 	ASSERT_INT_EQ(backdate_prefix(store, "r.", AGE + 60), 1);
 	ASSERT_INT_EQ(stage_partial_stat(&o, dest, 1, &st), ENOENT);
-	ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY, 0, &sf),
+	ASSERT_INT_EQ(continue_refused(&o, dest, O_WRONLY),
 	    STAGE_E_REPLACED);
-	ASSERT_INT_EQ(stage_open(&o, dest, O_RDWR, 0, &sf), STAGE_E_REPLACED);
-	ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY | O_CREAT, 0644, &sf),
+	ASSERT_INT_EQ(continue_refused(&o, dest, O_RDWR),
 	    STAGE_E_REPLACED);
-	ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY | O_APPEND, 0, &sf),
+	ASSERT_INT_EQ(continue_refused(&o, dest, O_WRONLY | O_CREAT),
+	    STAGE_E_REPLACED);
+	ASSERT_INT_EQ(continue_refused(&o, dest, O_WRONLY | O_APPEND),
 	    STAGE_E_REPLACED);
 	ASSERT_PTR_EQ(sf, NULL);
 	ASSERT_INT_EQ(stage_count(), 0);
@@ -1658,7 +1682,7 @@ test_replaced(int no_tmpfile)
 	CHECK_STORE(dir, 0, 1);
 	/* Still refused later, until 7 x the age. */
 	ASSERT_INT_EQ(backdate_prefix(store, "r.", 6 * AGE), 1);
-	ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY, 0, &sf),
+	ASSERT_INT_EQ(continue_refused(&o, dest, O_WRONLY),
 	    STAGE_E_REPLACED);
 	CHECK_STR(dest, old_content);
 
@@ -1736,7 +1760,7 @@ test_replacement_resumed(int no_tmpfile)
 	sf = NULL;
 	CHECK_STR(dest, "abcdefgh");
 	CHECK_STORE(dir, 0, 1);
-	ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY, 0, &sf),
+	ASSERT_INT_EQ(continue_refused(&o, dest, O_WRONLY),
 	    STAGE_E_REPLACED);
 	CHECK_STR(dest, "abcdefgh");
  out:
@@ -1910,11 +1934,12 @@ test_inflight(int no_tmpfile)
 		goto out;
 	ASSERT_INT_EQ(stage_write(sf, "new", 3, 0), 0);
 	CHECK_STORE(dir, 0, 1);
-	ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY, 0, &sf2),
-	    STAGE_E_INFLIGHT);
-	ASSERT_INT_EQ(stage_open(&o, dest, O_RDWR, 0, &sf2), STAGE_E_INFLIGHT);
-	ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY | O_CREAT, 0644, &sf2),
-	    STAGE_E_INFLIGHT);
+	ASSERT_INT_EQ(continue_refused(&o, dest, O_WRONLY),
+	    STAGE_E_REPLACED);
+	ASSERT_INT_EQ(continue_refused(&o, dest, O_RDWR),
+	    STAGE_E_REPLACED);
+	ASSERT_INT_EQ(continue_refused(&o, dest, O_WRONLY | O_CREAT),
+	    STAGE_E_REPLACED);
 	ASSERT_PTR_EQ(sf2, NULL);
 	ASSERT_INT_EQ(stage_count(), 1);
 	ASSERT_INT_EQ(stage_partial_stat(&o, dest, 1, &st), ENOENT);
@@ -1953,7 +1978,6 @@ test_adopted_inflight(int no_tmpfile)
 	struct staged_file *sf = NULL, *sf2 = NULL;
 	struct stage_opts o;
 	off_t kept;
-	int r;
 
 	snprintf(name, sizeof(name), "a kept upload being continued is in "
 	    "flight for other sessions (%s)", variant(no_tmpfile));
@@ -1970,12 +1994,7 @@ test_adopted_inflight(int no_tmpfile)
 	if (!ASSERT_INT_EQ(stage_open(&o, old, O_WRONLY, 0, &sf), 0))
 		goto out;
 	ASSERT_INT_EQ(stage_resumed(sf), 3);
-	r = stage_open(&o, old, O_WRONLY, 0, &sf2);
-	ASSERT_TRUE(r == STAGE_E_INFLIGHT || r == STAGE_E_REPLACED);
-	if (r == 0) {
-		stage_abort(sf2, "test", NULL);
-		sf2 = NULL;
-	}
+	ASSERT_INT_EQ(continue_refused(&o, old, O_WRONLY), STAGE_E_REPLACED);
 	ASSERT_INT_EQ(stage_write(sf, "-rest", 5, 3), 0);
 	ASSERT_INT_EQ(stage_commit(sf, NULL), 0);
 	sf = NULL;
@@ -1986,24 +2005,14 @@ test_adopted_inflight(int no_tmpfile)
 	if (!ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY, 0, &sf), 0))
 		goto out;
 	ASSERT_INT_EQ(stage_resumed(sf), 5);
-	r = stage_open(&o, dest, O_WRONLY | O_CREAT, 0644, &sf2);
-	ASSERT_INT_EQ(r, STAGE_E_INFLIGHT);
-	if (r == 0) {
-		/* The second client's resume: the rest, at the kept size. */
-		ASSERT_INT_EQ(stage_resumed(sf2), 0);
-		ASSERT_INT_EQ(stage_write(sf2, "-second", 7, 5), 0);
-	}
+	/* The second client's resume writes the rest at the kept size it
+	 * was shown: refused, it would publish a hole of zeros. */
+	ASSERT_INT_EQ(continue_refused(&o, dest, O_WRONLY | O_CREAT),
+	    STAGE_E_REPLACED);
 	ASSERT_INT_EQ(stage_write(sf, "-rest", 5, 5), 0);
 	ASSERT_INT_EQ(stage_commit(sf, NULL), 0);
 	sf = NULL;
 	CHECK_STR(dest, "first-rest");
-	if (sf2 != NULL) {
-		ASSERT_INT_EQ(stage_commit(sf2, NULL), 0);
-		sf2 = NULL;
-		/* What the name holds now. */
-		ASSERT_TRUE(check_content(__FILE__, __LINE__, dest,
-		    "\0\0\0\0\0-second", 12));
-	}
  out:
 	if (sf != NULL)
 		stage_abort(sf, "test", NULL);
@@ -2048,7 +2057,7 @@ test_abort_keeps_record(int no_tmpfile)
 	sf = NULL;
 	CHECK_STR(dest, "old content");
 	CHECK_STORE(dir, 0, 1);
-	ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY, 0, &sf),
+	ASSERT_INT_EQ(continue_refused(&o, dest, O_WRONLY),
 	    STAGE_E_REPLACED);
 	/* A REMOVE or RENAME of the name forgets it (nothing to see). */
 	ASSERT_INT_EQ(stage_partial_forget(&o, dest), ENOENT);
@@ -2174,7 +2183,7 @@ test_tmpdir_store(int no_tmpfile)
 		store_path(stg, store, sizeof(store));
 		ASSERT_INT_EQ(backdate_prefix(store, "r.", AGE + 60), 1);
 	}
-	ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY, 0, &sf),
+	ASSERT_INT_EQ(continue_refused(&o, dest, O_WRONLY),
 	    STAGE_E_REPLACED);
 	CHECK_STR(dest, "first second");
 	if (!ASSERT_INT_EQ(stage_open(&o, dest, WCT, 0644, &sf), 0))
@@ -2404,21 +2413,64 @@ test_inplace_policy(int no_tmpfile)
 		ASSERT_INT_EQ(r, STAGE_E_REPLACED);
 	CHECK_STR(dest, old_content);
 
-	/* The data expired: refused. */
+	/* The data expired: the old file is staged, not written in place,
+	 * and what a client's resume would do (the rest at offset 8) is
+	 * refused. */
 	ASSERT_INT_EQ(backdate_prefix(store, "r.", AGE + 60), 1);
-	r = stage_open(&o, dest, O_WRONLY, 0, &sf);
+	if (!ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY, 0, &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_method(sf) == STAGE_DIRECT, 0);
+	r = stage_write(sf, "+rest", 5, 8);
 	ASSERT_INT_EQ(r, STAGE_E_REPLACED);
-	if (r == 0) {
-		/* What a client's resume would do: the rest at offset 8. */
-		ASSERT_INT_EQ(stage_write(sf, "+rest", 5, 8), 0);
-		ASSERT_INT_EQ(stage_commit(sf, NULL), 0);
-		sf = NULL;
-		if (get_file(dest, &got, &len) == 0)
-			test_diag("the old file was continued in place: "
-			    "now \"%.*s\"", (int)strcspn(got, "\n"), got);
-		free(got);
-	}
+	if (stage_commit(sf, NULL) == 0 && get_file(dest, &got, &len) == 0)
+		test_diag("the old file was continued: now \"%.*s\"",
+		    (int)strcspn(got, "\n"), got);
+	sf = NULL;
+	free(got);
 	CHECK_STR(dest, old_content);
+ out:
+	if (sf != NULL)
+		stage_abort(sf, "test", NULL);
+	TEST_DONE();
+}
+
+/*
+ * scp's SFTP mode opens without truncating, writes the whole file from
+ * its start and truncates at the end: over the old file of an
+ * interrupted replacement that is an upload like any other, and its
+ * commit clears the record.
+ */
+static void
+test_rewrite_old(int no_tmpfile)
+{
+	char name[160], dir[PATH_MAX], dest[PATH_MAX], store[PATH_MAX];
+	struct staged_file *sf = NULL;
+	struct stage_opts o;
+	off_t kept;
+
+	snprintf(name, sizeof(name), "the old file of an interrupted "
+	    "replacement may be rewritten from its start (%s)",
+	    variant(no_tmpfile));
+	TEST_START(name);
+	if (!ASSERT_INT_EQ(fresh_dir("rewrite", dir, sizeof(dir)), 0))
+		goto out;
+	join(dest, sizeof(dest), dir, "f");
+	store_path(dir, store, sizeof(store));
+	opts_init(&o, no_tmpfile);
+	ASSERT_INT_EQ(put_str(dest, "a long old content"), 0);
+	ASSERT_INT_EQ(lost_upload(&o, dest, WCT, "NEW", 3, &kept), 0);
+	ASSERT_INT_EQ(backdate_prefix(store, "r.", AGE + 60), 1);
+	if (!ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY | O_CREAT, 0644,
+	    &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_resumed(sf), 0);
+	ASSERT_INT_EQ(stage_write(sf, "new whole", 9, 0), 0);
+	ASSERT_INT_EQ(stage_write(sf, "!", 1, 9), 0);
+	ASSERT_INT_EQ(stage_ftruncate(sf, 10), 0);
+	ASSERT_INT_EQ(stage_commit(sf, NULL), 0);
+	sf = NULL;
+	CHECK_STR(dest, "new whole!");
+	CHECK_ENTRIES(dir, "f");
  out:
 	if (sf != NULL)
 		stage_abort(sf, "test", NULL);
@@ -2478,6 +2530,7 @@ main(int argc, char **argv)
 	RUN(test_sweep);
 	RUN(test_partial_list);
 	RUN2(test_inplace_policy);
+	RUN2(test_rewrite_old);
 #undef RUN
 #undef RUN2
 
