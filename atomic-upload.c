@@ -165,6 +165,11 @@ struct staged_file {
 	int recfd;			/* in-flight record, held locked */
 	int no_partial;			/* renamed or removed: never kept */
 	off_t resumed_from;		/* bytes of kept data continued */
+	int pure;			/* all its data is the client's: a new
+					 * file, a truncation, kept data; not
+					 * the old file with changes */
+	int kept;			/* keep_partial() kept it */
+	int first_write_done;
 	int resume_unchecked;		/* no write since, see write_data() */
 	int old_unchecked;		/* an interrupted replacement's old
 					 * file: no write since */
@@ -1435,6 +1440,7 @@ adopt_partial(struct staged_file *sf, int oflags, int storefd, int basefd,
 	sf->pstate = found->state;
 	sf->resumed_from = st.st_size;
 	sf->resume_unchecked = 1;
+	sf->pure = 1;
 	sf->storefd = storefd;
 	sf->storebase = basefd;
 	/* Held while this session continues it: the others see a resume
@@ -1463,6 +1469,7 @@ resume_setup(struct staged_file *sf, const struct stage_opts *opts,
 
 	sf->resume = 1;
 	sf->plim = opts->partial;
+	sf->pure = !sf->existed || (oflags & O_TRUNC);
 	memset(&sf->pstate, 0, sizeof(sf->pstate));
 	if (sf->existed && sf->oldfd >= 0 && fstat(sf->oldfd, &st) == 0)
 		partial_state_of_stat(&st, &sf->pstate);
@@ -1494,8 +1501,13 @@ resume_setup(struct staged_file *sf, const struct stage_opts *opts,
 	 * continuing it would append the rest of the new file to the old
 	 * one.  The first write decides: see resume_check().
 	 */
-	if (found.kind == PARTIAL_REPLACED || found.kind == PARTIAL_BUSY)
+	if (found.kind == PARTIAL_REPLACED || found.kind == PARTIAL_BUSY) {
 		sf->old_unchecked = 1;
+		/* Its commit makes the record stale: resume_finish(). */
+		sf->storefd = storefd;
+		sf->storebase = basefd;
+		return 0;
+	}
 	close_store(&storefd, &basefd);
 	return 0;
 }
@@ -1555,6 +1567,21 @@ resume_finish(struct staged_file *sf, int committed)
 		else
 			(void)partial_record_put(sf->storefd, &sf->pkey,
 			    &sf->pstate, 0, NULL);
+	} else if (sf->storefd >= 0 && committed) {
+		/* The old file of an interrupted replacement, rewritten:
+		 * its record (unless somebody holds it) is stale. */
+		partial_forget(sf->storefd, &sf->pkey, 1);
+	} else if (sf->storefd < 0 && !done && !sf->kept && sf->resume &&
+	    sf->homefd >= 0 && sf->pstate.replacing) {
+		/* A rewrite without truncation (or one whose record could
+		 * not be held): recorded now that it was interrupted. */
+		int storefd;
+
+		if (partial_store_open(sf->homefd, 1, &storefd) == 0) {
+			(void)partial_record_put(storefd, &sf->pkey,
+			    &sf->pstate, 0, NULL);
+			close(storefd);
+		}
 	}
 	if (sf->storefd >= 0 && sf->storebase >= 0)
 		partial_store_tidy(sf->storebase, sf->storefd);
@@ -1643,6 +1670,7 @@ keep_partial(struct staged_file *sf, off_t *kept, char *note, size_t len)
 	sf->fd = -1;
 	close_store(&sf->storefd, &sf->storebase);
 	*kept = st.st_size;
+	sf->kept = 1;
 	return 0;
 }
 
@@ -1946,8 +1974,9 @@ resume_check(struct staged_file *sf, off_t off, int at_end)
 
 	if (sf->resume_mismatch != 0)
 		return sf->resume_mismatch;
-	if (!sf->resume_unchecked && !sf->old_unchecked)
+	if (sf->first_write_done || !sf->resume)
 		return 0;
+	sf->first_write_done = 1;
 	if (at_end && sf->method != STAGE_DIRECT) {
 		if (fstat(content_fd(sf), &st) != 0)
 			return errno;
@@ -1957,6 +1986,11 @@ resume_check(struct staged_file *sf, off_t off, int at_end)
 		sf->resume_mismatch = STAGE_E_RESUME_GAP;
 	if (sf->old_unchecked && off != 0)
 		sf->resume_mismatch = STAGE_E_REPLACED;
+	/* An existing file written from its start without a truncation
+	 * (scp's SFTP mode truncates at the end): a replacement, whose
+	 * interruption must not let anybody continue the old file. */
+	if (!sf->pure && sf->existed && off == 0 && sf->resume_mismatch == 0)
+		sf->pstate.replacing = 1;
 	sf->resume_unchecked = sf->old_unchecked = 0;
 	return sf->resume_mismatch;
 }
@@ -2104,6 +2138,12 @@ stage_ftruncate(struct staged_file *sf, off_t size)
 	}
 	stream_digest_truncate(&sf->dg, size);
 	sf->digest_caught_up = 0;
+	if (size == 0 && !sf->pure) {
+		/* The old content is gone: what follows is all the
+		 * client's, and the upload a replacement. */
+		sf->pure = 1;
+		sf->pstate.replacing = sf->existed;
+	}
 	return 0;
 }
 
@@ -2928,7 +2968,7 @@ stage_interrupt(struct staged_file *sf, const char *reason,
 	/* Only data that is all the client's: not a modification that
 	 * changed nothing, not data a write or the copy failed to store. */
 	if (sf->resume && !sf->aborted && sf->method != STAGE_DIRECT &&
-	    !sf->no_partial && sf->changed && !sf->lazy &&
+	    !sf->no_partial && sf->changed && !sf->lazy && sf->pure &&
 	    sf->write_error == 0 && sf->copy_error == 0 && sf->fd >= 0) {
 		fill_report(sf, rep, 0, reason != NULL ? reason : "aborted");
 		if (keep_partial(sf, &kept, note, sizeof(note)) == 0) {

@@ -2477,6 +2477,70 @@ test_rewrite_old(int no_tmpfile)
 	TEST_DONE();
 }
 
+/*
+ * A non-truncating upload over an existing file holds the old file with
+ * changes, never a clean start of anything: interrupted, it keeps no
+ * data.  One that rewrote the file from its start (scp's SFTP mode) was
+ * a replacement: its record refuses a continuation of the old file.  One
+ * that changed the middle of the file (an editor) leaves nothing.
+ */
+static void
+test_modification_not_kept(int no_tmpfile)
+{
+	char name[160], dir[PATH_MAX], dest[PATH_MAX], edit[PATH_MAX];
+	struct staged_file *sf = NULL;
+	struct stage_report rep;
+	struct stage_opts o;
+
+	snprintf(name, sizeof(name), "an interrupted modification keeps no "
+	    "data; a rewrite from the start keeps a record (%s)",
+	    variant(no_tmpfile));
+	TEST_START(name);
+	if (!ASSERT_INT_EQ(fresh_dir("modify", dir, sizeof(dir)), 0))
+		goto out;
+	join(dest, sizeof(dest), dir, "f");
+	join(edit, sizeof(edit), dir, "e");
+	opts_init(&o, no_tmpfile);
+	ASSERT_INT_EQ(put_str(dest, "a long old content"), 0);
+	ASSERT_INT_EQ(put_str(edit, "an edited file"), 0);
+
+	/* The rewrite, interrupted: no data, a replacement's record. */
+	if (!ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY | O_CREAT, 0644,
+	    &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_write(sf, "NEW", 3, 0), 0);
+	memset(&rep, 0, sizeof(rep));
+	stage_interrupt(sf, "connection lost", &rep);
+	sf = NULL;
+	ASSERT_INT_EQ(rep.partial_kept, -1);
+	CHECK_STR(dest, "a long old content");
+	CHECK_STORE(dir, 0, 1);
+	ASSERT_INT_EQ(continue_refused(&o, dest, O_WRONLY | O_APPEND),
+	    STAGE_E_REPLACED);
+	CHECK_STR(dest, "a long old content");
+
+	/* The edit in the middle, interrupted: nothing at all. */
+	if (!ASSERT_INT_EQ(stage_open(&o, edit, O_RDWR, 0, &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_write(sf, "EDIT", 4, 3), 0);
+	memset(&rep, 0, sizeof(rep));
+	stage_interrupt(sf, "connection lost", &rep);
+	sf = NULL;
+	ASSERT_INT_EQ(rep.partial_kept, -1);
+	CHECK_STR(edit, "an edited file");
+	if (!ASSERT_INT_EQ(stage_open(&o, edit, O_RDWR, 0, &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_resumed(sf), 0);
+	ASSERT_INT_EQ(stage_write(sf, "EDIT", 4, 3), 0);
+	ASSERT_INT_EQ(stage_commit(sf, NULL), 0);
+	sf = NULL;
+	CHECK_STR(edit, "an EDITed file");
+ out:
+	if (sf != NULL)
+		stage_abort(sf, "test", NULL);
+	TEST_DONE();
+}
+
 /* ------------------------------------------------------------------ */
 
 int
@@ -2531,6 +2595,7 @@ main(int argc, char **argv)
 	RUN(test_partial_list);
 	RUN2(test_inplace_policy);
 	RUN2(test_rewrite_old);
+	RUN2(test_modification_not_kept);
 #undef RUN
 #undef RUN2
 
