@@ -62,6 +62,8 @@
 #define COPY_CHUNK		(64 * 1024)
 #define SYMLINK_MAX_FOLLOW	40
 #define NAME_CACHE_SIZE		64
+/* Sizes of files the client asked about lately, for resumes. */
+#define LOOKS			16
 /* An mtime older than this shows the year in long names, as ls does. */
 #define SIX_MONTHS		(365 * 24 * 60 * 60 / 2)
 
@@ -124,6 +126,12 @@ struct dir_partial {
 	int listed;
 };
 
+/* A file's size as this session showed it to the client (-1: absent). */
+struct look {
+	char *path;
+	off_t size;
+};
+
 struct name_cache_entry {
 	int valid;
 	int found;
@@ -157,6 +165,8 @@ struct sftp_session {
 	unsigned int free_head;	/* free slots, LIFO; nslots: none */
 
 	u_char *copybuf;
+	struct look looks[LOOKS];
+	unsigned int look_next;
 	struct name_cache_entry users[NAME_CACHE_SIZE];
 	struct name_cache_entry groups[NAME_CACHE_SIZE];
 
@@ -900,6 +910,8 @@ session_end(struct sftp_session *s, const char *reason, int keep)
 	free(s->client_addr);
 	free(s->tmpdir);
 	free(s->refused);
+	for (i = 0; i < LOOKS; i++)
+		free(s->looks[i].path);
 	free(s);
 }
 
@@ -1286,6 +1298,40 @@ refuse_resume(struct sftp_session *s, uint32_t id, int r)
 	return send_status_msg(s, id, SSH2_FX_FAILURE, why);
 }
 
+static struct look *look_find(struct sftp_session *, const char *);
+static void look_forget(struct sftp_session *, const char *);
+
+/*
+ * An OPEN continues kept data: only if the client was shown its size, or
+ * was shown nothing of the file (a client that asks the size of the open
+ * file, or remembers what it sent).  Else the data goes back to be kept,
+ * and the client is told to look again; -1 when that reply is sent.
+ */
+static int
+resume_as_shown(struct sftp_session *s, uint32_t id, struct staged_file *sf)
+{
+	struct stage_report rep;
+	struct look *l = look_find(s, s->path1);
+	off_t kept = stage_resumed(sf);
+	static const char why[] = "the file changed since its size was "
+	    "asked: ask again";
+
+	if (l == NULL || l->size == kept) {
+		logit("resume \"%s\" from %lld bytes kept by an interrupted "
+		    "upload", s->path1, (long long)kept);
+		return 0;
+	}
+	logit("resume \"%s\" refused: the client was shown %lld bytes, "
+	    "%lld are kept; %s", s->path1, (long long)l->size,
+	    (long long)kept, why);
+	look_forget(s, s->path1);
+	stage_interrupt(sf, "resume refused", &rep);
+	if (rep.partial_kept < 0)
+		upload_report(s, &rep, 0);
+	(void)send_status_msg(s, id, SSH2_FX_FAILURE, why);
+	return -1;
+}
+
 static int
 process_open(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 {
@@ -1347,10 +1393,11 @@ process_open(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		}
 		if ((note = stage_note(sf)) != NULL)
 			logit("stage \"%s\": %s", s->path1, note);
-		if (stage_resumed(sf) > 0)
-			logit("resume \"%s\" from %lld bytes kept by an "
-			    "interrupted upload", s->path1,
-			    (long long)stage_resumed(sf));
+		if (stage_resumed(sf) > 0 &&
+		    (r = resume_as_shown(s, id, sf)) != 0) {
+			sf = NULL;	/* kept again */
+			return r == -1 ? 0 : r;
+		}
 		if ((a.flags & SSH2_FILEXFER_ATTR_SIZE) &&
 		    a.size <= INT64_MAX)
 			stage_expect_size(sf, (off_t)a.size);
@@ -1602,6 +1649,52 @@ process_write(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	return send_status(s, id, 0);
 }
 
+/*
+ * What the client was shown of a path lately: a resume continues from the
+ * size it was shown, so kept data of another size (kept by a session that
+ * ended between the client's STAT and its OPEN) must not be continued.
+ */
+static struct look *
+look_find(struct sftp_session *s, const char *path)
+{
+	unsigned int i;
+
+	for (i = 0; i < LOOKS; i++)
+		if (s->looks[i].path != NULL &&
+		    strcmp(s->looks[i].path, path) == 0)
+			return &s->looks[i];
+	return NULL;
+}
+
+static void
+look_note(struct sftp_session *s, const char *path, off_t size)
+{
+	struct look *l;
+	char *p;
+
+	if (!s->stage.resume)
+		return;
+	if ((l = look_find(s, path)) == NULL) {
+		if ((p = strdup(path)) == NULL)
+			return;		/* then it is not known: no harm */
+		l = &s->looks[s->look_next++ % LOOKS];
+		free(l->path);
+		l->path = p;
+	}
+	l->size = size;
+}
+
+static void
+look_forget(struct sftp_session *s, const char *path)
+{
+	struct look *l;
+
+	if ((l = look_find(s, path)) != NULL) {
+		free(l->path);
+		l->path = NULL;
+	}
+}
+
 static int
 do_stat(struct sftp_session *s, uint32_t id, struct sftp_buf *msg,
     int follow)
@@ -1629,6 +1722,12 @@ do_stat(struct sftp_session *s, uint32_t id, struct sftp_buf *msg,
 		st = pst;
 		r = 0;
 	}
+	if (r == ENOENT)
+		look_note(s, s->path1, -1);
+	else if (r == 0 && S_ISREG(st.st_mode))
+		look_note(s, s->path1, st.st_size);
+	else
+		look_forget(s, s->path1);
 	if (r != 0)
 		return r;
 	return send_attrs(s, id, &st);
