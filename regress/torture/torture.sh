@@ -34,9 +34,9 @@
 # stays open, its upload in flight for the server), and dies only after
 # the resume that follows has STATed the name (paramiko "r+", pausing
 # before its OPEN): a connection that dies late, after the user resumed.
-# Off by default: the server published a truncated file there (the
-# resume STATs the old file, adopts the shorter kept data at its OPEN,
-# writes nothing past it and commits it).
+# On by default (TORTURE_STALLS=0 turns it off): it caught a server that
+# published a truncated file (the resume STATed the old file, adopted the
+# shorter kept data at its OPEN, wrote nothing past it and committed it).
 #
 # At the end the destination may hold only final names, and the staging
 # directory only stores of kept partial uploads (.au-partial-UID, see
@@ -82,7 +82,7 @@ PARTIAL_AGE=${TORTURE_PARTIAL_AGE:-600}
 # paramiko's resumes pause up to this many ms between STAT and OPEN.
 RESUME_PAUSE=${TORTURE_RESUME_PAUSE:-0}
 # Some killed uploads stall first (SIGSTOP) and die during the resume.
-STALLS=${TORTURE_STALLS:-0}
+STALLS=${TORTURE_STALLS:-1}
 
 D="$WORK/dst"		# the upload directory the watchers read
 STAGE="$WORK/stage"	# the staging directory (same filesystem)
