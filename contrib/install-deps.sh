@@ -6,7 +6,7 @@ PKGS="build-essential autoconf automake pkg-config libssl-dev libssh2-1-dev
  openssh-server openssh-client openssh-sftp-server python3 python3-paramiko
  strace ltrace valgrind clang libclang-rt-14-dev attr acl inotify-tools
  util-linux passwd procps dropbear-bin e2fsprogs sshfs fuse3 rsync
- debhelper dpkg-dev fakeroot lintian"
+ debhelper dpkg-dev fakeroot lintian lftp putty-tools curl"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
