@@ -1986,11 +1986,6 @@ resume_check(struct staged_file *sf, off_t off, int at_end)
 		sf->resume_mismatch = STAGE_E_RESUME_GAP;
 	if (sf->old_unchecked && off != 0)
 		sf->resume_mismatch = STAGE_E_REPLACED;
-	/* An existing file written from its start without a truncation
-	 * (scp's SFTP mode truncates at the end): a replacement, whose
-	 * interruption must not let anybody continue the old file. */
-	if (!sf->pure && sf->existed && off == 0 && sf->resume_mismatch == 0)
-		sf->pstate.replacing = 1;
 	sf->resume_unchecked = sf->old_unchecked = 0;
 	return sf->resume_mismatch;
 }

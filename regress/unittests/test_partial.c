@@ -2493,7 +2493,7 @@ test_modification_not_kept(int no_tmpfile)
 	struct stage_opts o;
 
 	snprintf(name, sizeof(name), "an interrupted modification keeps no "
-	    "data; a rewrite from the start keeps a record (%s)",
+	    "data; one truncated to nothing is a replacement (%s)",
 	    variant(no_tmpfile));
 	TEST_START(name);
 	if (!ASSERT_INT_EQ(fresh_dir("modify", dir, sizeof(dir)), 0))
@@ -2504,7 +2504,9 @@ test_modification_not_kept(int no_tmpfile)
 	ASSERT_INT_EQ(put_str(dest, "a long old content"), 0);
 	ASSERT_INT_EQ(put_str(edit, "an edited file"), 0);
 
-	/* The rewrite, interrupted: no data, a replacement's record. */
+	/* A rewrite from the start without truncating (scp's SFTP mode),
+	 * interrupted: no data, nothing at all (an edit at offset 0 looks
+	 * the same). */
 	if (!ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY | O_CREAT, 0644,
 	    &sf), 0))
 		goto out;
@@ -2514,10 +2516,21 @@ test_modification_not_kept(int no_tmpfile)
 	sf = NULL;
 	ASSERT_INT_EQ(rep.partial_kept, -1);
 	CHECK_STR(dest, "a long old content");
-	CHECK_STORE(dir, 0, 1);
-	ASSERT_INT_EQ(continue_refused(&o, dest, O_WRONLY | O_APPEND),
-	    STAGE_E_REPLACED);
+	CHECK_ENTRIES(dir, "e", "f");
+
+	/* Truncated to nothing first: a replacement, whose interruption
+	 * leaves its record. */
+	if (!ASSERT_INT_EQ(stage_open(&o, dest, O_WRONLY | O_CREAT, 0644,
+	    &sf), 0))
+		goto out;
+	ASSERT_INT_EQ(stage_ftruncate(sf, 0), 0);
+	ASSERT_INT_EQ(stage_write(sf, "NEW", 3, 0), 0);
+	memset(&rep, 0, sizeof(rep));
+	stage_interrupt(sf, "connection lost", &rep);
+	sf = NULL;
+	ASSERT_INT_EQ(rep.partial_kept, 3);
 	CHECK_STR(dest, "a long old content");
+	CHECK_STORE(dir, 1, 1);
 
 	/* The edit in the middle, interrupted: nothing at all. */
 	if (!ASSERT_INT_EQ(stage_open(&o, edit, O_RDWR, 0, &sf), 0))
