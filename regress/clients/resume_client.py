@@ -20,8 +20,10 @@ Modes (sizes in bytes; paths as the server sees them):
   stat PATH           prints the size, or "ENOENT"
   list DIR NAME       prints NAME's size in a listing, or "absent"
   get PATH OUT        downloads PATH to the local file OUT
-  excl PATH           exclusive create: prints "refused" or "created"
-                      (and removes what it created)
+  excl PATH           exclusive create (WRITE|CREAT|EXCL), closed at
+                      once: prints "refused" or "created"
+  xmode PATH          the same with paramiko's open(PATH, "x"), which
+                      sends CREAT|EXCL without WRITE
   cancel SRC DEST N   declares the size of SRC in the OPEN's attributes,
                       writes N bytes of it, closes: prints "close ok" or
                       "close failed: WHY"
@@ -33,10 +35,10 @@ import sys
 import time
 
 import paramiko
-from paramiko.sftp import CMD_HANDLE, CMD_OPEN
+from paramiko.sftp import CMD_CLOSE, CMD_HANDLE, CMD_OPEN
 from paramiko.sftp_attr import SFTPAttributes
-from paramiko.sftp_client import (SFTP_FLAG_CREATE, SFTP_FLAG_TRUNC,
-                                  SFTP_FLAG_WRITE)
+from paramiko.sftp_client import (SFTP_FLAG_CREATE, SFTP_FLAG_EXCL,
+                                  SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE)
 from paramiko.sftp_file import SFTPFile
 
 CHUNK = 32768
@@ -119,14 +121,21 @@ def main(argv):
         out(sizes.get(args[1], "absent"))
     elif mode == "get":
         s.get(args[0], args[1])
-    elif mode == "excl":
+    elif mode in ("excl", "xmode"):
+        # excl: WRITE|CREAT|EXCL, as open(2) with O_WRONLY|O_CREAT|O_EXCL
+        # sends it (sshfs); xmode: paramiko's "x", CREAT|EXCL alone.
         try:
-            s.open(args[0], "x").close()
+            if mode == "xmode":
+                s.open(args[0], "x").close()
+            else:
+                t, msg = s._request(CMD_OPEN, args[0], SFTP_FLAG_WRITE |
+                                    SFTP_FLAG_CREATE | SFTP_FLAG_EXCL,
+                                    SFTPAttributes())
+                s._request(CMD_CLOSE, msg.get_binary())
         except IOError as e:
             out("refused", e)
         else:
             out("created")
-            s.remove(args[0])
     elif mode == "cancel":
         src, dest, n = args[0], args[1], int(args[2])
         attrs = SFTPAttributes()
@@ -136,12 +145,15 @@ def main(argv):
                             SFTP_FLAG_TRUNC, attrs)
         if t != CMD_HANDLE:
             raise IOError("open: unexpected reply %d" % t)
-        g = SFTPFile(s, msg.get_binary(), "wb")
+        handle = msg.get_binary()
+        g = SFTPFile(s, handle, "wb")
         with open(src, "rb") as f:
             g.write(f.read(n))
         g.flush()
+        # SFTPFile.close() would swallow the close's status.
+        g._closed = True
         try:
-            g.close()
+            s._request(CMD_CLOSE, handle)
         except IOError as e:
             out("close failed:", e)
         else:

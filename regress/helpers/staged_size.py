@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """How much an SFTP server has received of the upload it is writing: the
 size of the largest regular file below ROOT that process PID holds open
-for writing (its staged file, found through /proc/PID/fd, deleted
-O_TMPFILE files included), 0 if none.
+for writing (found through /proc/PID/fd, deleted O_TMPFILE files
+included), 0 if none; if some of those are staged files (anonymous,
+hidden, or kept partial data "d.*"), the largest of those.
 
 usage: staged_size.py PID ROOT [BYTES [SECONDS]]
 
@@ -25,8 +26,17 @@ def alive(pid):
     return state != "Z"
 
 
+def staged_like(target):
+    """A staged file: anonymous (O_TMPFILE), a hidden temporary, or kept
+    partial data (d.*), as opposed to the destination itself."""
+    name = os.path.basename(target)
+    return (target.endswith(" (deleted)") or name.startswith((".", "#")) or
+            name.startswith("d."))
+
+
 def staged(pid, root):
     best = 0
+    best_staged = -1
     base = "/proc/%d/fd" % pid
     try:
         fds = os.listdir(base)
@@ -49,7 +59,12 @@ def staged(pid, root):
             continue
         if st.st_size > best:
             best = st.st_size
-    return best
+        if staged_like(target) and st.st_size > best_staged:
+            best_staged = st.st_size
+    # A server that stages holds the destination open too (write access,
+    # as its identity): the staged file is the upload then.  One that
+    # writes in place (stock) has only the destination.
+    return best_staged if best_staged >= 0 else best
 
 
 def main(argv):
