@@ -26,7 +26,10 @@
 #      expired: refused, the old file intact (never old head + new tail);
 #   7. ATOMIC_UPLOAD_RESUME=off: nothing kept;
 #   8. a cancel (a declared size not reached at CLOSE) keeps nothing;
-#      OpenSSH sftp's ^C (it declares no size) shown.
+#      OpenSSH sftp's ^C (it declares no size) shown;
+#   9. a resume of a file another session of the user is replacing is
+#      refused; a plain upload clears the record of an interrupted
+#      replacement.
 # A watcher (regress/helpers/watch.py) reads the upload directories all
 # along: only complete files, published at most once per upload.
 # Against stock (SFTP_SERVER=/usr/lib/openssh/sftp-server) the watcher,
@@ -45,7 +48,7 @@ RS_SMALL=${RS_SMALL:-8M}	# uploads cut by the paramiko helper
 RS_PSIZE=${RS_PSIZE:-3M}	# psftp's uploads (psftp is slow: ~400 KB/s here)
 RS_AGE=${RS_AGE:-2}		# ATOMIC_UPLOAD_PARTIAL_AGE of the expiry cases
 RS_TIMEOUT=${RS_TIMEOUT:-180}	# one client command at most (seconds)
-RS_SECTIONS=${RS_SECTIONS:-"1 2 3 4 5 6 7 8"}
+RS_SECTIONS=${RS_SECTIONS:-"1 2 3 4 5 6 7 8 9"}
 
 PY=/usr/bin/python3
 MKPAYLOAD="$SRC/regress/helpers/mkpayload.py"
@@ -222,6 +225,7 @@ cut() {
 	exec 3>&2 2>/dev/null	# no "Killed" notices from the shell
 	case $how in
 	client)	kill -9 "$cpid" ;;
+	TERM|HUP) kill -$how "$spid" ;;
 	session)
 		sess=$(session_of "$spid")
 		if [ -n "$sess" ]; then
@@ -380,6 +384,18 @@ written() {
 	    n = $NF } END { print n }' "$1"
 }
 has_line() { grep -qF -- "$2" "$1"; }	# LOG TEXT
+# commit_sha LOG PATH: the sha256 of PATH's last commit line.
+commit_sha() {
+	awk -v p="commit \"$2\" bytes " 'index($0, p) == 1 {
+	    for (i = 1; i < NF; i++) if ($i == "sha256") h = $(i + 1) }
+	    END { print h }' "$1"
+}
+# sum256 FILE: sha256sum's, computed once per file.
+declare -A SUMS
+sum256() {
+	[ -n "${SUMS[$1]:-}" ] || SUMS[$1]=$(sha256sum <"$1" | cut -d' ' -f1)
+	echo "${SUMS[$1]}"
+}
 # stores_only DIR: DIR holds nothing but partial stores (.au-partial-*).
 stores_only() {
 	local extra
@@ -435,6 +451,7 @@ one_case() {
 	dest="$D/$name"
 	[ $client = psftp ] && { src=$L/psrc; size=$PSIZE; half=$((PSIZE / 2)); }
 	label="$client, $how killed${4:+ (as $4)}"
+	case $how in TERM|HUP) label="$client, server got SIG$how" ;; esac
 	base=$(dcount "$STAGE")
 	mark
 	case $client in
@@ -484,13 +501,13 @@ one_case() {
 	# The resume.
 	mark
 	case $client/$how in
-	sftp/client)	sftp_cmd "$u" reput "$src" "$dest" ;;
 	sftp/session)	sftp_cmd "$u" put -a "$src" "$dest" ;;
+	sftp/*)		sftp_cmd "$u" reput "$src" "$dest" ;;
 	lftp/*)		lftp_cmd "$u" "put -c $src -o $dest" ;;
 	curl/*)		curl_resume "$src" "$u" "$dest" ;;
 	psftp/*)	psftp_cmd "$u" reput "$src" "$dest" ;;
-	paramiko/client) pm "$u" resume "$src" "$dest" rplus >"$WORK/c.out" 2>&1 ;;
 	paramiko/session) pm "$u" resume "$src" "$dest" append >"$WORK/c.out" 2>&1 ;;
+	paramiko/*)	pm "$u" resume "$src" "$dest" rplus >"$WORK/c.out" 2>&1 ;;
 	filepart/*)	pm "$u" resume "$src" "$dest" rplus >"$WORK/c.out" 2>&1 &&
 			    pm "$u" rename "$dest" "$D/${name%.filepart}" \
 			    >>"$WORK/c.out" 2>&1 ;;
@@ -522,6 +539,11 @@ one_case() {
 		notok "$label: close line: written ${w:-(no line)}, want $size - ${n:-?}"
 	fi
 	check "$label: commit line" has_line "$WORK/log2" "commit \"$dest\" bytes $size "
+	if [ $ours = 1 ]; then
+		# The digest covers the kept part too, not only what came now.
+		check "$label: commit line's sha256 is the whole file's" \
+		    test "$(commit_sha "$WORK/log2" "$dest")" = "$(sum256 "$src")"
+	fi
 	check "$label: no partial data left" test "$(dcount "$STAGE")" = "$base"
 	check "$label: nothing but stores in the staging directory" \
 	    stores_only "$STAGE"
@@ -554,6 +576,9 @@ if section 1; then
 		fi
 	done
 	one_case sftp client "sftp-root" root
+	# The server told to stop: SIGTERM, SIGHUP.
+	one_case sftp TERM "sftp-term"
+	[ $have_pm = 1 ] && one_case paramiko HUP "pm-hup"
 fi
 
 if [ $have_pm = 0 ]; then
@@ -624,6 +649,7 @@ fi
 # seen_by USER: what USER's session says of NAME: stat, listing.
 if section 3; then
 	env_case -t
+	base0=$(dcount "$STAGE")
 	place "$L/oldsmall" iso-rep
 	pm_cut client "$L/small" "$TEST_USER" "$D/iso-new" "$SHALF"
 	pm_cut session "$L/small" "$TEST_USER" "$D/iso-rep" "$SHALF"
@@ -685,6 +711,34 @@ if section 3; then
 	check "isolation: iso-new resumed, byte for byte" cmp -s "$L/small" "$D/iso-new"
 	check "isolation: iso-rep resumed, byte for byte the new file" \
 	    cmp -s "$L/small" "$D/iso-rep"
+
+	# The same directory through another path (a symlink): the same
+	# partial.
+	ln -s "$D" "$FS/uplink"
+	pm_cut client "$L/small" "$TEST_USER" "$D/iso-link" "$SHALF"
+	check "another path: the user sees the partial through the symlink" \
+	    test "$(pm "$TEST_USER" stat "$FS/uplink/iso-link" 2>&1)" = "$SHALF"
+	r=$(pm "$TEST_USER" resume "$L/small" "$FS/uplink/iso-link" rplus 2>&1 | tail -1)
+	[ "${r#from}" != "$r" ] && pub iso-link
+	check "another path: resumed through it from $SHALF ($r)" test "$r" = "from $SHALF"
+	check "another path: byte for byte" cmp -s "$L/small" "$D/iso-link"
+	rm -f "$FS/uplink"
+
+	# The destination changed meanwhile (a file published there by
+	# someone else): the partial is forgotten, the user sees that file.
+	pm_cut client "$L/small" "$TEST_USER" "$D/iso-chg" "$SHALF"
+	place "$L/oldsmall" iso-chg
+	check "changed meanwhile: the user sees the new file, not the partial" \
+	    test "$(pm "$TEST_USER" stat "$D/iso-chg" 2>&1)" = "$OLDS"
+	# A non-truncating open of it opens that file (a client resuming
+	# the file it is shown: here it has nothing more to send).
+	mark
+	r=$(pm "$TEST_USER" resume "$L/oldsmall" "$D/iso-chg" rplus 2>&1 | tail -1)
+	slog >"$WORK/log2"
+	check "changed meanwhile: a non-truncating open continues that file, not the partial ($r)" \
+	    test "$r" = "from $OLDS" -a -z "$(resumed "$WORK/log2" "$D/iso-chg")"
+	check "changed meanwhile: that file unchanged" cmp -s "$L/oldsmall" "$D/iso-chg"
+	check "changed meanwhile: its data gone" test "$(dcount "$STAGE")" = "$base0"
 
 	# What discards a partial: REMOVE, a truncating OPEN, RENAME.
 	base=$(dcount "$STAGE")
@@ -932,6 +986,50 @@ if section 8; then
 fi
 
 [ "$RS_SECTIONS" = none ] && return 0
+# ---- 9. A replacement in progress in another session ---------------------
+# While a session of the user replaces a file, another session's
+# non-truncating write-open of it would continue a partial that is not
+# there yet: refused.  The upload then completes.
+if section 9; then
+	env_case -t
+	place "$L/old" busy
+	mark
+	start_sftp "$L/big" "$TEST_USER" "$D/busy"
+	spid=$(next_server)
+	wait_staged "$spid" $((SIZE / 4))
+	r=$(pm "$TEST_USER" resume "$L/big" "$D/busy" rplus 2>&1 | tail -1)
+	verbose "resume during the replacement: $r"
+	check "busy: a resume while another session replaces the file: refused" \
+	    test "${r#from}" = "$r"
+	check "busy: meanwhile the old file in place" cmp -s "$L/old" "$D/busy"
+	reap "$CPID" $RS_TIMEOUT
+	rc=$?
+	check "busy: the replacement itself completes" test $rc = 0
+	[ $rc = 0 ] && pub busy
+	check "busy: byte for byte the new file" cmp -s "$L/big" "$D/busy"
+	slog >"$WORK/log2"
+	check "busy: log: resume ... refused" grep -q "^resume \"$D/busy\" refused: " "$WORK/log2"
+
+	# After a refusal (the record of an interrupted replacement, its
+	# data expired), a plain upload clears the record: a non-truncating
+	# open is allowed again.
+	env_case -t "ATOMIC_UPLOAD_PARTIAL_AGE=$RS_AGE"
+	place "$L/oldsmall" cleared
+	pm_cut client "$L/small" "$TEST_USER" "$D/cleared" "$SHALF"
+	sleep $((RS_AGE + 1))
+	r=$(pm "$TEST_USER" resume "$L/small" "$D/cleared" rplus 2>&1 | tail -1)
+	check "record: resume onto the old file after expiry: refused" \
+	    test "${r#from}" = "$r"
+	check "record: the old file intact" cmp -s "$L/oldsmall" "$D/cleared"
+	pm "$TEST_USER" put "$L/small" "$D/cleared" >/dev/null 2>&1 && pub cleared
+	check "record: a plain upload then: byte for byte" cmp -s "$L/small" "$D/cleared"
+	r=$(pm "$TEST_USER" resume "$L/small" "$D/cleared" rplus 2>&1 | tail -1)
+	check "record: cleared by it: a non-truncating open allowed again ($r)" \
+	    test "$r" = "from $SMALL"
+	check "record: the file unchanged by that" cmp -s "$L/small" "$D/cleared"
+	env_case -t
+fi
+
 # ---- The watcher's verdict, and what is left ------------------------------
 touch "$WORK/stop"
 wait $WATCH_PID
