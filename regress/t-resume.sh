@@ -25,7 +25,8 @@
 #   6. psftp reput after a killed replacement, and after its partial
 #      expired: refused, the old file intact (never old head + new tail);
 #   7. ATOMIC_UPLOAD_RESUME=off: nothing kept;
-#   8. a cancel (a declared size not reached at CLOSE) keeps nothing;
+#   8. a cancel (a declared size not reached at CLOSE) and a session
+#      ended by a malformed packet keep nothing;
 #      OpenSSH sftp's ^C (it declares no size) shown;
 #   9. a resume of a file another session of the user is replacing is
 #      refused; a plain upload clears the record of an interrupted
@@ -614,6 +615,32 @@ if section 2; then
 	check "expiry: the expired partial data is gone" \
 	    test "$(dcount "$STAGE")" = "$base"
 
+	# The session start sweeps the staging directory: expired data goes
+	# without a lookup of its name.
+	pm_cut client "$L/small" "$TEST_USER" "$D/swept" "$SHALF"
+	n=$(dcount "$STAGE")
+	sleep $((RS_AGE + 1))
+	pm "$TEST_USER" stat "$D/expired" >/dev/null 2>&1
+	check "startup sweep: a later session removed the expired data ($n, then $(dcount "$STAGE"))" \
+	    test "$(dcount "$STAGE")" = $((n - 1))
+	check "startup sweep: nothing published" test ! -e "$D/swept"
+	# (What the sweep left, a lookup of the name removes.)
+	check "lookup of an expired partial: no such file" \
+	    test "$(pm "$TEST_USER" stat "$D/swept" 2>&1)" = ENOENT
+	check "lookup of an expired partial: its data removed" \
+	    test "$(dcount "$STAGE")" = "$base"
+
+	# The age's units.
+	b2=$(dcount "$STAGE")
+	for age in 90s:90 2m:120 3h:10800 2d:172800; do
+		env_case -t "ATOMIC_UPLOAD_PARTIAL_AGE=${age%:*}"
+		pm_cut client "$L/small" "$TEST_USER" "$D/age" 65536
+		check "ATOMIC_UPLOAD_PARTIAL_AGE=${age%:*}: resumable for ${age#*:} s" \
+		    has_line "$WORK/log1" "partial \"$D/age\" kept: 65536 bytes, resumable for ${age#*:} s"
+		pm "$TEST_USER" remove "$D/age" >/dev/null 2>&1
+	done
+	check "the age's units: nothing left" test "$(dcount "$STAGE")" = "$b2"
+
 	# -S as root: stores in the destination directories (no -t).
 	env_case "ATOMIC_UPLOAD_PARTIAL_AGE=$RS_AGE"
 	pm_cut client "$L/small" "$TEST_USER" "$SW/x/a" "$SHALF"
@@ -768,7 +795,7 @@ if section 3; then
 
 	# ATOMIC_UPLOAD_PARTIAL_MAX: bigger than the cap: not kept; over
 	# the cap: the oldest evicted.
-	env_case -t "ATOMIC_UPLOAD_PARTIAL_MAX=$((SHALF - 1))"
+	env_case -t "ATOMIC_UPLOAD_PARTIAL_MAX=$((SHALF / 1048576 - 1))M"
 	pm_cut client "$L/small" "$TEST_USER" "$D/cap-big" "$SHALF"
 	check "cap: a partial bigger than the cap is not kept (log)" \
 	    has_line "$WORK/log1" "partial \"$D/cap-big\" not kept"
@@ -963,6 +990,18 @@ if section 8; then
 	check "cancel: no partial kept (log)" test -z "$(kept "$WORK/log1" "$D/cancel")"
 	check "cancel: nothing in any store" test "$(dcount)" = "$base"
 	check "cancel: nothing published" test ! -e "$D/cancel"
+
+	# A malformed packet (lost framing) ends the session: nothing kept.
+	mark
+	pm "$TEST_USER" malformed "$L/small" "$D/malformed" "$SHALF" >"$WORK/c.out" 2>&1
+	slog >"$WORK/log1"
+	grep -F "\"$D/malformed\"" "$WORK/log1" | grep -v '^open ' | sed 's/^/# server: /'
+	check "malformed packet: the session ended, the upload aborted" \
+	    has_line "$WORK/log1" "abort \"$D/malformed\" "
+	check "malformed packet: no partial kept (log)" \
+	    test -z "$(kept "$WORK/log1" "$D/malformed")"
+	check "malformed packet: nothing in any store" test "$(dcount)" = "$base"
+	check "malformed packet: nothing published" test ! -e "$D/malformed"
 
 	# OpenSSH sftp interrupted (SIGINT, as ^C): it closes the handle
 	# without having declared a size; in a directory the watcher does

@@ -24,6 +24,8 @@ Modes (sizes in bytes; paths as the server sees them):
                       once: prints "refused" or "created"
   xmode PATH          the same with paramiko's open(PATH, "x"), which
                       sends CREAT|EXCL without WRITE
+  malformed SRC DEST N  writes N bytes of SRC to DEST, then sends a
+                      packet of an impossible length (lost framing)
   cancel SRC DEST N   declares the size of SRC in the OPEN's attributes,
                       writes N bytes of it, closes: prints "close ok" or
                       "close failed: WHY"
@@ -136,6 +138,22 @@ def main(argv):
             out("refused", e)
         else:
             out("created")
+    elif mode == "malformed":
+        # N bytes written, then a packet longer than any server accepts:
+        # the framing is lost and the server ends the session.
+        src, dest, n = args[0], args[1], int(args[2])
+        g = s.open(dest, "w")
+        with open(src, "rb") as f:
+            g.write(f.read(n))
+        g.flush()
+        s.sock.sendall(b"\x7f\xff\xff\xf0\x06" + b"\0" * 64)
+        out("sent")
+        t = c.get_transport()
+        end = time.monotonic() + 10
+        while t.is_active() and not s.sock.closed and \
+                not s.sock.exit_status_ready() and time.monotonic() < end:
+            time.sleep(0.1)
+        os._exit(0)
     elif mode == "cancel":
         src, dest, n = args[0], args[1], int(args[2])
         attrs = SFTPAttributes()
