@@ -218,10 +218,10 @@ staged() { "$PY" "$STAGED" "$1" "$FS"; }
 # wait_staged SERVERPID BYTES: until the server's upload holds BYTES
 # (60 s at most); fails if the server ended first.
 wait_staged() { "$PY" "$STAGED" "$1" "$FS" "$2" >/dev/null; }
-# cut HOW CLIENTPID SERVERPID: SIGKILL the client (HOW "client") or the
+# cut_upload HOW CLIENTPID SERVERPID: SIGKILL the client (HOW "client") or the
 # sshd session process serving it ("session"); wait for both the client
 # and the server to end.
-cut() {
+cut_upload() {
 	local how=$1 cpid=$2 spid=$3 sess
 	exec 3>&2 2>/dev/null	# no "Killed" notices from the shell
 	case $how in
@@ -418,7 +418,7 @@ pm_cut() {
 	start_pm "$2" "$3" "$4" "$5"
 	spid=$(next_server)
 	wait_long pm_ready || verbose "paramiko did not write $5 bytes of $4: $(tail -2 "$WORK/c.out")"
-	cut "$1" "$CPID" "$spid"
+	cut_upload "$1" "$CPID" "$spid"
 	slog >"$WORK/log1"
 }
 # judge LABEL RC FILE NEW OLD: the upload ended with the new file, or
@@ -476,10 +476,10 @@ one_case() {
 	n=$(staged "$spid")
 	if gone "$spid" || [ "$n" -ge "$size" ] || [ "$n" -eq 0 ]; then
 		notok "$label: not cut half-way (staged $n of $size bytes; server ${spid}): $(tail -2 "$WORK/c.out")"
-		cut "$how" "$CPID" "$spid"
+		cut_upload "$how" "$CPID" "$spid"
 		return
 	fi
-	cut "$how" "$CPID" "$spid"
+	cut_upload "$how" "$CPID" "$spid"
 	ok "$label: cut with $n of $size bytes staged"
 	check "$label: nothing at the final name after the cut" \
 	    test ! -e "$dest"
@@ -830,20 +830,22 @@ if section 4; then
 		start_sftp "$L/big" "$TEST_USER" "$dest"
 		spid=$(next_server)
 		wait_staged "$spid" "$HALF"
-		cut client "$CPID" "$spid"
+		cut_upload client "$CPID" "$spid"
 		slog >"$WORK/log1"
 		n1=$(kept "$WORK/log1" "$dest")
 		# The source changed; reput continues from the partial with
 		# other bytes, and is cut again.
 		mark
 		printf 'reput %s %s\n' "$L/big2" "$dest" >"$WORK/batch"
-		(exec sftp -q -l $KBIT -b "$WORK/batch" $SSH_OPTS "$TEST_USER@localhost") \
+		# (Slower, and cut a quarter of the way: it must not finish
+		# before the cut.)
+		(exec sftp -q -l $((KBIT / 4)) -b "$WORK/batch" $SSH_OPTS "$TEST_USER@localhost") \
 		    >"$WORK/c.out" 2>&1 &
 		CPID=$!; BG="$BG $CPID"
 		spid=$(next_server)
-		wait_staged "$spid" $(( ${n1:-0} + (SIZE - ${n1:-0}) / 2 ))
+		wait_staged "$spid" $(( ${n1:-0} + (SIZE - ${n1:-0}) / 4 ))
 		s2=$(staged "$spid")
-		cut session "$CPID" "$spid"
+		cut_upload session "$CPID" "$spid"
 		slog >"$WORK/log2"
 		n2=$(kept "$WORK/log2" "$dest")
 		verbose "$name: kept ${n1:-none}, resumed to $s2, kept ${n2:-none}"
@@ -908,7 +910,7 @@ if section 6; then
 		start_psftp "$L/psrc" "$TEST_USER" "$dest"
 		spid=$(next_server)
 		wait_staged "$spid" $((PSIZE / 2))
-		cut client "$CPID" "$spid"
+		cut_upload client "$CPID" "$spid"
 		check "psftp replacement cut: the old file in place" cmp -s "$L/pold" "$dest"
 		psftp_cmd "$TEST_USER" reput "$L/psrc" "$dest"
 		rc=$?
@@ -923,7 +925,7 @@ if section 6; then
 		start_psftp "$L/psrc" "$TEST_USER" "$dest"
 		spid=$(next_server)
 		wait_staged "$spid" $((PSIZE / 2))
-		cut client "$CPID" "$spid"
+		cut_upload client "$CPID" "$spid"
 		sleep $((RS_AGE + 1))
 		mark
 		psftp_cmd "$TEST_USER" reput "$L/psrc" "$dest"

@@ -3,7 +3,8 @@
 size of the largest regular file below ROOT that process PID holds open
 for writing (found through /proc/PID/fd, deleted O_TMPFILE files
 included), 0 if none; if some of those are staged files (anonymous,
-hidden, or kept partial data "d.*"), the largest of those.
+hidden or below a hidden directory, or kept partial data "d.*"), the
+largest of those.
 
 usage: staged_size.py PID ROOT [BYTES [SECONDS]]
 
@@ -26,12 +27,13 @@ def alive(pid):
     return state != "Z"
 
 
-def staged_like(target):
-    """A staged file: anonymous (O_TMPFILE), a hidden temporary, or kept
-    partial data (d.*), as opposed to the destination itself."""
-    name = os.path.basename(target)
-    return (target.endswith(" (deleted)") or name.startswith((".", "#")) or
-            name.startswith("d."))
+def staged_like(target, root):
+    """A staged file: anonymous (O_TMPFILE), in a hidden directory or with
+    a hidden name, or kept partial data (d.*), as opposed to the
+    destination itself."""
+    parts = target[len(root) + 1:].split("/")
+    return (target.endswith(" (deleted)") or parts[-1].startswith("d.") or
+            any(p.startswith((".", "#")) for p in parts))
 
 
 def staged(pid, root):
@@ -59,7 +61,7 @@ def staged(pid, root):
             continue
         if st.st_size > best:
             best = st.st_size
-        if staged_like(target) and st.st_size > best_staged:
+        if staged_like(target, root) and st.st_size > best_staged:
             best_staged = st.st_size
     # A server that stages holds the destination open too (write access,
     # as its identity): the staged file is the upload then.  One that
