@@ -421,6 +421,37 @@ pm_cut() {
 	cut_upload "$1" "$CPID" "$spid"
 	slog >"$WORK/log1"
 }
+# same A B: cmp, and where they differ if they do (a region of B that
+# holds bytes of A from elsewhere is named).
+same() {
+	cmp -s "$1" "$2" && return 0
+	[ -f "$2" ] && "$PY" - "$1" "$2" <<'EOF'
+import sys
+a = open(sys.argv[1], "rb").read()
+b = open(sys.argv[2], "rb").read()
+n = min(len(a), len(b))
+i = next((k for k in range(0, n, 4096) if a[k:k + 4096] != b[k:k + 4096]), n)
+while i < n and a[i] == b[i]:
+    i += 1
+j = i
+while j < n and a[j:j + 64] != b[j:j + 64]:
+    j += 64
+k = a.find(b[i + 16:i + 48]) - 16 if i + 48 <= len(b) else -1
+print("# %s: %d bytes, %s: %d bytes; first difference at %d, "
+      "for about %d bytes%s" % (sys.argv[1], len(a), sys.argv[2], len(b),
+      i, j - i, "; those bytes are the source's at %d (%+d)" % (k, k - i)
+      if k >= 0 else ""))
+EOF
+	return 1
+}
+# same_prefix SRC FILE N: FILE is the first N bytes of SRC.
+same_prefix() {
+	[ "$(stat -c %s "$2")" = "$3" ] && head -c "$3" "$1" | cmp -s - "$2" &&
+	    return 0
+	head -c "$3" "$1" >"$WORK/prefix"
+	same "$WORK/prefix" "$2"
+	return 1
+}
 # judge LABEL RC FILE NEW OLD: the upload ended with the new file, or
 # failed with the old one intact; never anything else.
 judge() {
@@ -430,6 +461,7 @@ judge() {
 		ok "$1: refused, the old file intact"
 	elif [ "$2" = 0 ]; then
 		notok "$1: client succeeded, but the file is neither the new one nor the old ($(stat -c %s "$3" 2>&1) bytes)"
+		same "$4" "$3"
 	else
 		notok "$1: client failed ($2) and the file is not the old one ($(stat -c %s "$3" 2>&1) bytes): $(tail -2 "$WORK/c.out" | tr '\n' '|')"
 	fi
@@ -454,6 +486,7 @@ one_case() {
 	label="$client, $how killed${4:+ (as $4)}"
 	case $how in TERM|HUP) label="$client, server got SIG$how" ;; esac
 	base=$(dcount "$STAGE")
+	touch "$WORK/mark.t"
 	mark
 	case $client in
 	sftp)	start_sftp "$src" "$u" "$dest" ;;
@@ -497,6 +530,12 @@ one_case() {
 	esac
 	check "$label: partial data in the store" \
 	    test "$(dcount "$STAGE")" -gt "$base"
+	# The kept data is what the client sent: the source's first N bytes.
+	kd=$(find "$STAGE" -path '*/.au-partial-*/d.*' -type f -newer "$WORK/mark.t" 2>/dev/null)
+	if [ -n "$kd" ] && [ "$(echo "$kd" | wc -l)" = 1 ] && [ -n "$n" ]; then
+		check "$label: the kept data is the source's first $n bytes" \
+		    same_prefix "$src" "$kd" "$n"
+	fi
 	check "$label: the store is 0700 and $u's" \
 	    test "$(stat -c '%a %U' "$STAGE/.au-partial-$(id -u "$u")" 2>&1)" = "700 $u"
 	# The resume.
@@ -523,7 +562,7 @@ one_case() {
 	else
 		notok "$label: resume failed ($rc): $(tail -3 "$WORK/c.out" | tr '\n' '|')"
 	fi
-	check "$label: byte for byte the source" cmp -s "$src" "$final"
+	check "$label: byte for byte the source" same "$src" "$final"
 	slog >"$WORK/log2"
 	r=$(resumed "$WORK/log2" "$dest")
 	w=$(written "$WORK/log2" "$dest")
@@ -1035,9 +1074,13 @@ if section 9; then
 	env_case -t
 	place "$L/old" busy
 	mark
-	start_sftp "$L/big" "$TEST_USER" "$D/busy"
+	# (A quarter of the rate: it must still be running at the resume.)
+	printf 'put %s %s\n' "$L/big" "$D/busy" >"$WORK/batch"
+	(exec sftp -q -l $((KBIT / 4)) -b "$WORK/batch" $SSH_OPTS "$TEST_USER@localhost") \
+	    >"$WORK/c.out" 2>&1 &
+	CPID=$!; BG="$BG $CPID"
 	spid=$(next_server)
-	wait_staged "$spid" $((SIZE / 4))
+	wait_staged "$spid" $((SIZE / 8))
 	r=$(pm "$TEST_USER" resume "$L/big" "$D/busy" rplus 2>&1 | tail -1)
 	verbose "resume during the replacement: $r"
 	check "busy: a resume while another session replaces the file: refused" \
