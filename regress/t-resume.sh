@@ -1,5 +1,5 @@
 #!/bin/bash
-# Resumable atomic uploads (issue 14; sftp-server.8, RESUMING), end to
+# Resumable atomic uploads (issue 14; sftp-server.8, RESUMABLE UPLOADS), end to
 # end through a real sshd on 127.0.0.1, uploads as the unprivileged
 # $TEST_USER (and one as root):
 #   1. OpenSSH sftp (reput, put -a), lftp (put -c), curl (-C -),
@@ -124,16 +124,25 @@ if ! id "$USER2" >/dev/null 2>&1; then
 	on_exit "userdel -r '$USER2'"
 fi
 usermod -p '*' "$USER2" >/dev/null 2>&1
+# cannot CMD...: CMD fails (its output dropped).
+cannot() { ! "$@" >/dev/null 2>&1; }
 as_user2() {
 	setpriv --reuid="$USER2" --regid="$USER2" --init-groups \
 	    --reset-env -- env PATH=/usr/local/bin:/usr/bin:/bin "$@"
 }
 
 # ---- Processes ------------------------------------------------------------
-# Everything started in the background is noted and killed by PID at
-# exit if still there.
+# Everything started in the background is noted in $BG and killed by
+# PID at exit if it is still a child of ours (a PID reaped meanwhile may
+# belong to someone else by then).
 BG=""
-on_exit 'for p in $BG; do kill -9 $p; done'
+kill_bg() {
+	local p
+	for p in $(ps -o pid= --ppid $$); do
+		case " $BG " in *" $p "*) kill -9 "$p" ;; esac
+	done
+}
+on_exit kill_bg
 kill_relays() {
 	local p
 	for p in $(cat "$RWORK/relay.pids" 2>/dev/null); do
@@ -767,10 +776,10 @@ if section 3; then
 	check "isolation: the store is 0700 and $TEST_USER's" \
 	    test "$(stat -c '%a %U' "$STORE" 2>&1)" = "700 $TEST_USER"
 	check "isolation: $USER2 cannot list the store" \
-	    sh -c "! setpriv --reuid='$USER2' --regid='$USER2' --init-groups ls '$STORE' >/dev/null 2>&1"
+	    cannot as_user2 ls "$STORE"
 	d1=$(find "$STORE" -name 'd.*' 2>/dev/null | head -1)
 	check "isolation: $USER2 cannot read partial data" \
-	    sh -c "! setpriv --reuid='$USER2' --regid='$USER2' --init-groups cat '${d1:-$STORE/d.none}' >/dev/null 2>&1"
+	    cannot as_user2 cat "${d1:-$STORE/d.none}"
 	# Resumed by the user, both end as the new file.
 	pm "$TEST_USER" resume "$L/small" "$D/iso-new" rplus >/dev/null 2>&1 && pub iso-new
 	pm "$TEST_USER" resume "$L/small" "$D/iso-rep" append >/dev/null 2>&1 && pub iso-rep
@@ -928,6 +937,8 @@ if section 5; then
 		reap "$CPID"
 		rc=$?
 		verbose "lftp: exit $rc, $(sessions | wc -l) sessions: $(tail -2 "$WORK/c.out" | tr '\n' '|')"
+		check "lftp reconnecting: cut mid-upload, it reconnected ($(sessions | wc -l) sessions)" \
+		    test "$(sessions | wc -l)" -ge 2
 		judge "lftp reconnecting while replacing" "$rc" "$dest" "$L/big" "$L/old"
 		[ $rc = 0 ] && pub lftp-rep
 		slog >"$WORK/log2"
