@@ -940,7 +940,7 @@ if section 5; then
 		sess=$(session_of "$spid")
 		wait_staged "$spid" "$HALF"
 		[ -n "$sess" ] && kill -9 "$sess"
-		verbose "lftp-rep: cut at about $(staged "$spid") bytes"
+		verbose "lftp-rep: cut past $HALF bytes"
 		wait_for gone "$spid"
 		reap "$CPID"
 		rc=$?
