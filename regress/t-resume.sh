@@ -1113,6 +1113,8 @@ if section 9; then
 	check "busy: byte for byte the new file" cmp -s "$L/big" "$D/busy"
 	slog >"$WORK/log2"
 	check "busy: log: resume ... refused" grep -q "^resume \"$D/busy\" refused: " "$WORK/log2"
+	check "busy: the refusal says another session is replacing it (not an interrupted upload)" \
+	    grep -q "^resume \"$D/busy\" refused: .*another session" "$WORK/log2"
 
 	# After a refusal (the record of an interrupted replacement, its
 	# data expired), a plain upload clears the record: a non-truncating

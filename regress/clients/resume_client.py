@@ -103,9 +103,13 @@ def main(argv):
             else:
                 g = s.open(dest, "r+")
                 g.seek(n)
-            g.set_pipelined(True)
+            # Not pipelined: paramiko drops the status of a pipelined
+            # WRITE, and a refusal may come at the first write.
             send_from(f, g, n)
-            g.close()
+            g.flush()
+            # SFTPFile.close() would swallow the close's status.
+            g._closed = True
+            s._request(CMD_CLOSE, g.handle)
         out("from", n)
     elif mode == "put":
         s.put(args[0], args[1])
