@@ -171,8 +171,10 @@ struct staged_file {
 	int kept;			/* keep_partial() kept it */
 	int first_write_done;
 	int resume_unchecked;		/* no write since, see write_data() */
-	int old_unchecked;		/* an interrupted replacement's old
-					 * file: no write since */
+	int old_unchecked;		/* the old file of a replacement that
+					 * was interrupted (STAGE_E_REPLACED)
+					 * or is in flight elsewhere
+					 * (STAGE_E_INFLIGHT): no write since */
 	int resume_mismatch;		/* the first write went past the kept
 					 * data, or continued that old file:
 					 * STAGE_E_RESUME_GAP or
@@ -1502,7 +1504,8 @@ resume_setup(struct staged_file *sf, const struct stage_opts *opts,
 	 * one.  The first write decides: see resume_check().
 	 */
 	if (found.kind == PARTIAL_REPLACED || found.kind == PARTIAL_BUSY) {
-		sf->old_unchecked = 1;
+		sf->old_unchecked = found.kind == PARTIAL_BUSY ?
+		    STAGE_E_INFLIGHT : STAGE_E_REPLACED;
 		/* Its commit makes the record stale: resume_finish(). */
 		sf->storefd = storefd;
 		sf->storebase = basefd;
@@ -1985,7 +1988,7 @@ resume_check(struct staged_file *sf, off_t off, int at_end)
 	if (sf->resume_unchecked && off > sf->resumed_from)
 		sf->resume_mismatch = STAGE_E_RESUME_GAP;
 	if (sf->old_unchecked && off != 0)
-		sf->resume_mismatch = STAGE_E_REPLACED;
+		sf->resume_mismatch = sf->old_unchecked;
 	sf->resume_unchecked = sf->old_unchecked = 0;
 	return sf->resume_mismatch;
 }
@@ -2803,6 +2806,8 @@ stage_commit(struct staged_file *sf, struct stage_report *rep)
 		r = sf->resume_mismatch;
 		fill_report(sf, rep, r, r == STAGE_E_RESUME_GAP ?
 		    "a resume wrote past the end of the kept data" :
+		    r == STAGE_E_INFLIGHT ? "a write continued the old file "
+		    "of a replacement in flight in another session" :
 		    "a write continued the old file of an interrupted "
 		    "replacement");
 		if (sf->resumed_from == 0 ||
@@ -3285,14 +3290,21 @@ stage_sweep_partial(const char *dir, int flags,
 {
 	struct sweep_ctx c;
 	struct stat st;
-	int dfd;
+	int dfd, readable;
 
 	if (removed != NULL)
 		*removed = 0;
 	if (expired != NULL)
 		*expired = 0;
-	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-		return errno;
+	readable = 1;
+	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		/* A shared 1733 staging directory: not ours to list, but
+		 * our own store in it is ours to look after. */
+		if (errno != EACCES || lim == NULL ||
+		    (dfd = open(dir, DIR_LOOKUP_FLAGS)) < 0)
+			return errno;
+		readable = 0;
+	}
 	if (fstat(dfd, &st) != 0) {
 		close_keep_errno(dfd);
 		return errno;
@@ -3301,7 +3313,15 @@ stage_sweep_partial(const char *dir, int flags,
 	c.dev = st.st_dev;
 	c.flags = flags;
 	c.lim = lim;
-	sweep_dir(dfd, 0, &c);
+	if (readable)
+		sweep_dir(dfd, 0, &c);
+	else {
+		char own[64];
+
+		snprintf(own, sizeof(own), "%s%lu", PARTIAL_STORE_PREFIX,
+		    (unsigned long)geteuid());
+		sweep_store(dfd, own, geteuid(), &c);
+	}
 	close(dfd);
 	if (removed != NULL)
 		*removed = c.count;

@@ -1339,6 +1339,7 @@ process_open(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	struct staged_file *sf = NULL;
 	struct upload *shared;
 	struct handle *h;
+	struct stat pst;
 	char flagstr[64];
 	const char *note;
 	unsigned int idx;
@@ -1406,11 +1407,16 @@ process_open(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		if ((r = stage_reopen(shared->sf, O_RDONLY, &fd)) != 0)
 			return r;
 		shared = NULL;
-	} else if (s->stage.resume && !(oflags & (O_CREAT | O_TRUNC)) &&
-	    (r = stage_partial_open(&s->stage, s->path1, oflags, &fd)) !=
-	    ENOENT) {
-		/* A reader of the user's kept partial upload reads it. */
-		if (r != 0)
+	} else if (s->stage.resume && (!(oflags & O_TRUNC) ||
+	    (oflags & O_EXCL)) &&
+	    stage_partial_stat(&s->stage, s->path1, 1, &pst) == 0) {
+		/* The user's kept partial upload is a file there for him:
+		 * an exclusive creation fails, a reader (with O_CREAT too:
+		 * nothing to create) reads it. */
+		if ((oflags & O_CREAT) && (oflags & O_EXCL))
+			return EEXIST;
+		if ((r = stage_partial_open(&s->stage, s->path1,
+		    oflags & O_ACCMODE, &fd)) != 0)
 			return r;
 	} else {
 		/* Without write access nothing is uploaded: an O_TRUNC or
@@ -1418,6 +1424,10 @@ process_open(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		if ((fd = open(s->path1, oflags | O_NOCTTY | O_CLOEXEC,
 		    mode)) < 0)
 			return errno;
+		/* A truncation empties the name, as stock's does its
+		 * half-written file: the kept data goes. */
+		if (s->stage.resume && (oflags & O_TRUNC))
+			(void)stage_partial_forget(&s->stage, s->path1);
 	}
 	if ((r = handle_alloc(s, &idx)) != 0)
 		goto out;
@@ -1593,7 +1603,9 @@ refuse_continuation(struct sftp_session *s, uint32_t id, struct handle *h,
 {
 	const char *why = r == STAGE_E_RESUME_GAP ?
 	    "resume past the end of the kept partial data: look at the "
-	    "file's size again" :
+	    "file's size again" : r == STAGE_E_INFLIGHT ?
+	    "another session of this user is replacing this file now: "
+	    "continuing the old file would mix it with the new one" :
 	    "an interrupted upload was replacing this file: continuing the "
 	    "old file would mix it with the new one; upload the file again "
 	    "from the start";
@@ -1635,7 +1647,8 @@ process_write(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	}
 	/* The data goes from the input buffer to the file: no copy. */
 	if ((r = handle_write(h, data, len, off)) != 0) {
-		if (r == STAGE_E_RESUME_GAP || r == STAGE_E_REPLACED) {
+		if (r == STAGE_E_RESUME_GAP || r == STAGE_E_REPLACED ||
+		    r == STAGE_E_INFLIGHT) {
 			/* Nothing was written: the staging fails its commit
 			 * itself (and keeps kept data for a proper resume). */
 			return refuse_continuation(s, id, h, r);
