@@ -1190,7 +1190,8 @@ lost_upload(const struct stage_opts *o, const char *path, int oflags,
  * A non-truncating open of the old file of an interrupted replacement (or
  * of one in flight elsewhere) is allowed: a rewrite from the start is an
  * upload like any other.  A write that continues the old file is refused
- * with STAGE_E_REPLACED, and the commit then fails.  Returns the open's
+ * (STAGE_E_REPLACED, or STAGE_E_INFLIGHT while a replacement or a resume
+ * is in flight), and the commit then fails.  Returns the open's
  * error, else the write's result; EPROTO if the commit of a refused
  * write succeeded.
  */
@@ -1935,11 +1936,11 @@ test_inflight(int no_tmpfile)
 	ASSERT_INT_EQ(stage_write(sf, "new", 3, 0), 0);
 	CHECK_STORE(dir, 0, 1);
 	ASSERT_INT_EQ(continue_refused(&o, dest, O_WRONLY),
-	    STAGE_E_REPLACED);
+	    STAGE_E_INFLIGHT);
 	ASSERT_INT_EQ(continue_refused(&o, dest, O_RDWR),
-	    STAGE_E_REPLACED);
+	    STAGE_E_INFLIGHT);
 	ASSERT_INT_EQ(continue_refused(&o, dest, O_WRONLY | O_CREAT),
-	    STAGE_E_REPLACED);
+	    STAGE_E_INFLIGHT);
 	ASSERT_PTR_EQ(sf2, NULL);
 	ASSERT_INT_EQ(stage_count(), 1);
 	ASSERT_INT_EQ(stage_partial_stat(&o, dest, 1, &st), ENOENT);
@@ -1994,7 +1995,7 @@ test_adopted_inflight(int no_tmpfile)
 	if (!ASSERT_INT_EQ(stage_open(&o, old, O_WRONLY, 0, &sf), 0))
 		goto out;
 	ASSERT_INT_EQ(stage_resumed(sf), 3);
-	ASSERT_INT_EQ(continue_refused(&o, old, O_WRONLY), STAGE_E_REPLACED);
+	ASSERT_INT_EQ(continue_refused(&o, old, O_WRONLY), STAGE_E_INFLIGHT);
 	ASSERT_INT_EQ(stage_write(sf, "-rest", 5, 3), 0);
 	ASSERT_INT_EQ(stage_commit(sf, NULL), 0);
 	sf = NULL;
@@ -2008,7 +2009,7 @@ test_adopted_inflight(int no_tmpfile)
 	/* The second client's resume writes the rest at the kept size it
 	 * was shown: refused, it would publish a hole of zeros. */
 	ASSERT_INT_EQ(continue_refused(&o, dest, O_WRONLY | O_CREAT),
-	    STAGE_E_REPLACED);
+	    STAGE_E_INFLIGHT);
 	ASSERT_INT_EQ(stage_write(sf, "-rest", 5, 5), 0);
 	ASSERT_INT_EQ(stage_commit(sf, NULL), 0);
 	sf = NULL;
