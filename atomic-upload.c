@@ -1310,11 +1310,12 @@ partial_lookup(int dirfd, int stagedirfd, const char *name,
 	return 0;
 }
 
-/* The same for a path, as a later session names it. */
+/* The same for a path, as a later session names it; *dirfdp (if not
+ * NULL) gets the destination directory. */
 static int
 partial_at_path(const struct stage_opts *opts, const char *path, int follow,
     struct partial_key *k, struct partial_found *found, int *storefdp,
-    int *basefdp)
+    int *basefdp, int *dirfdp)
 {
 	char name[NAME_MAX + 1];
 	const char *note = NULL;
@@ -1322,6 +1323,8 @@ partial_at_path(const struct stage_opts *opts, const char *path, int follow,
 	int dfd = -1, sdfd = -1, readable, exists, followed, r;
 
 	*storefdp = *basefdp = -1;
+	if (dirfdp != NULL)
+		*dirfdp = -1;
 	found->kind = PARTIAL_NONE;
 	if (opts == NULL || !opts->resume)
 		return ENOENT;
@@ -1340,7 +1343,10 @@ partial_at_path(const struct stage_opts *opts, const char *path, int follow,
 	    storefdp, basefdp);
 	if (sdfd >= 0)
 		close(sdfd);
-	close(dfd);
+	if (r == 0 && dirfdp != NULL)
+		*dirfdp = dfd;
+	else
+		close(dfd);
 	return r;
 }
 
@@ -3001,7 +3007,7 @@ stage_partial_stat(const struct stage_opts *opts, const char *path,
 	int storefd, basefd, r;
 
 	if ((r = partial_at_path(opts, path, follow, &k, &found, &storefd,
-	    &basefd)) != 0)
+	    &basefd, NULL)) != 0)
 		return r;
 	close_store(&storefd, &basefd);
 	if (found.kind != PARTIAL_DATA)
@@ -3020,7 +3026,7 @@ stage_partial_open(const struct stage_opts *opts, const char *path,
 
 	*fdp = -1;
 	if ((r = partial_at_path(opts, path, 1, &k, &found, &storefd,
-	    &basefd)) != 0)
+	    &basefd, NULL)) != 0)
 		return r;
 	r = found.kind == PARTIAL_DATA ?
 	    partial_data_open(storefd, &k, oflags, fdp) : ENOENT;
@@ -3033,17 +3039,26 @@ stage_partial_forget(const struct stage_opts *opts, const char *path)
 {
 	struct partial_found found;
 	struct partial_key k;
-	int storefd, basefd, r;
+	int storefd, basefd, dirfd, r;
 
 	if ((r = partial_at_path(opts, path, 0, &k, &found, &storefd,
-	    &basefd)) != 0)
+	    &basefd, &dirfd)) != 0)
 		return r;
 	r = ENOENT;
-	if (found.kind == PARTIAL_DATA || found.kind == PARTIAL_REPLACED) {
+	/* Kept data of a name that is not on disk stands for a file in
+	 * the directory: removing it is the kernel's decision about that
+	 * directory, as for a staged new file (stage_unlink_old()). */
+	if (found.kind == PARTIAL_DATA && !found.state.exists &&
+	    faccessat(dirfd, ".", W_OK | X_OK, AT_EACCESS) != 0)
+		r = errno;
+	else if (found.kind == PARTIAL_DATA ||
+	    found.kind == PARTIAL_REPLACED) {
 		partial_forget(storefd, &k, 1);
 		partial_store_tidy(basefd, storefd);
 		r = found.kind == PARTIAL_DATA ? 0 : ENOENT;
 	}
+	if (dirfd >= 0)
+		close(dirfd);
 	close_store(&storefd, &basefd);
 	return r;
 }
@@ -3101,8 +3116,8 @@ stage_partial_list(const struct stage_opts *opts, int dirfd,
 		if (bases[i] < 0 ||
 		    partial_store_open(bases[i], 0, &pl.storefd) != 0)
 			continue;
-		r = partial_list(pl.storefd, dst.st_dev, dst.st_ino, pl.lim,
-		    list_one, &pl);
+		r = partial_list(pl.storefd, dst.st_dev, dst.st_ino, list_one,
+		    &pl);
 		close(pl.storefd);
 	}
 	if (bases[0] >= 0)
@@ -3157,7 +3172,7 @@ sweep_entry(int dfd, const char *name, unsigned int *count)
 	struct stat st, again;
 	struct dirent *de;
 	DIR *d;
-	int fd, inner;
+	int fd;
 
 	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
 	    O_NOCTTY | O_CLOEXEC);
@@ -3177,12 +3192,8 @@ sweep_entry(int dfd, const char *name, unsigned int *count)
 			(*count)++;
 		goto out;
 	}
-	if ((inner = dup(fd)) < 0)
+	if (dir_stream(fd, &d) != 0)
 		goto out;
-	if ((d = fdopendir(inner)) == NULL) {
-		close(inner);
-		goto out;
-	}
 	while ((de = readdir(d)) != NULL) {
 		if (strcmp(de->d_name, ".") == 0 ||
 		    strcmp(de->d_name, "..") == 0)
@@ -3219,8 +3230,8 @@ sweep_store(int dfd, const char *name, uid_t uid, struct sweep_ctx *c)
 	unsigned int n = 0;
 	int fd;
 
-	if (geteuid() != 0 && uid != geteuid())
-		return;
+	/* Whose store we may enter is the kernel's answer (0700: its
+	 * owner's and root's); whether we trust it is ours. */
 	if ((fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 	    O_CLOEXEC)) < 0)
 		return;
@@ -3246,14 +3257,10 @@ sweep_dir(int dfd, int depth, struct sweep_ctx *c)
 	struct stat st;
 	uid_t uid;
 	DIR *d;
-	int fd, sub;
+	int sub;
 
-	if ((fd = dup(dfd)) < 0)
+	if (dir_stream(dfd, &d) != 0)
 		return;
-	if ((d = fdopendir(fd)) == NULL) {
-		close(fd);
-		return;
-	}
 	while ((de = readdir(d)) != NULL) {
 		if (strcmp(de->d_name, ".") == 0 ||
 		    strcmp(de->d_name, "..") == 0)

@@ -2,6 +2,7 @@
 #include "includes.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -63,6 +64,26 @@ write_full(int fd, const void *buf, size_t len)
 			return EIO;
 		off += (size_t)n;
 	}
+	return 0;
+}
+
+int
+dir_stream(int fd, DIR **dp)
+{
+	DIR *d;
+	int nfd, e;
+
+	*dp = NULL;
+	if ((nfd = dup(fd)) < 0)
+		return errno;
+	if ((d = fdopendir(nfd)) == NULL) {
+		e = errno;
+		close(nfd);
+		return e;
+	}
+	/* A dup shares the file offset: start from the first entry. */
+	rewinddir(d);
+	*dp = d;
 	return 0;
 }
 

@@ -3,6 +3,7 @@
 #define MISC_H
 
 #include <sys/types.h>
+#include <dirent.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stddef.h>
@@ -12,6 +13,13 @@
  * bytes transferred when `done` is not NULL). */
 int read_full(int fd, void *buf, size_t len, size_t *done);
 int write_full(int fd, const void *buf, size_t len);
+
+/*
+ * A directory stream on a second descriptor of directory `fd` (which
+ * stays open and unchanged), read from the start: for the *at() calls
+ * to go on using `fd` while the entries are walked.  0 or an errno.
+ */
+int dir_stream(int fd, DIR **dp);
 
 /* Monotonic clock in seconds. */
 double monotime_double(void);

@@ -551,19 +551,14 @@ partial_make_room(int storefd, off_t bytes, const struct partial_limits *lim)
 	size_t count = 0, cap = 0, i;
 	off_t used = 0;
 	DIR *d;
-	int fd, r = 0;
+	int r = 0;
 
 	if (lim->max_bytes <= 0)
 		return 0;
 	if (bytes > lim->max_bytes)
 		return ENOSPC;
-	if ((fd = dup(storefd)) < 0)
-		return errno;
-	if ((d = fdopendir(fd)) == NULL) {
-		close(fd);
-		return errno;
-	}
-	rewinddir(d);
+	if ((r = dir_stream(storefd, &d)) != 0)
+		return r;
 	while ((de = readdir(d)) != NULL) {
 		if (strncmp(de->d_name, "d.", 2) != 0 ||
 		    fstatat(storefd, de->d_name, &st,
@@ -599,29 +594,23 @@ partial_make_room(int storefd, off_t bytes, const struct partial_limits *lim)
 }
 
 int
-partial_list(int storefd, dev_t dirdev, ino_t dirino,
-    const struct partial_limits *lim, partial_list_fn *fn, void *arg)
+partial_list(int storefd, dev_t dirdev, ino_t dirino, partial_list_fn *fn,
+    void *arg)
 {
 	char prefix[64];
 	struct partial_state ps;
 	struct dirent *de;
 	size_t plen;
 	DIR *d;
-	int fd, rfd, r = 0;
+	int rfd, r = 0;
 	char buf[RECORD_MAX];
 	ssize_t n;
 
-	(void)lim;
 	snprintf(prefix, sizeof(prefix), "r.%llx.%llx.",
 	    (unsigned long long)dirdev, (unsigned long long)dirino);
 	plen = strlen(prefix);
-	if ((fd = dup(storefd)) < 0)
-		return errno;
-	if ((d = fdopendir(fd)) == NULL) {
-		close(fd);
-		return errno;
-	}
-	rewinddir(d);
+	if ((r = dir_stream(storefd, &d)) != 0)
+		return r;
 	while (r == 0 && (de = readdir(d)) != NULL) {
 		char name[NAME_MAX + 1];
 		struct partial_key k;
@@ -691,16 +680,11 @@ partial_expire(int storefd, const struct partial_limits *lim,
 	struct stat st;
 	time_t now = time(NULL);
 	DIR *d;
-	int fd;
+	int r;
 
 	*removed = 0;
-	if ((fd = dup(storefd)) < 0)
-		return errno;
-	if ((d = fdopendir(fd)) == NULL) {
-		close(fd);
-		return errno;
-	}
-	rewinddir(d);
+	if ((r = dir_stream(storefd, &d)) != 0)
+		return r;
 	while ((de = readdir(d)) != NULL) {
 		if (strncmp(de->d_name, "r.", 2) == 0)
 			expire_record(storefd, de->d_name, now, lim, removed);

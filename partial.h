@@ -146,8 +146,8 @@ int partial_make_room(int storefd, off_t bytes,
 /* Every destination in directory (dirdev, dirino) the store has a record
  * for: `fn` gets its name (partial_find() says what there is). */
 typedef int partial_list_fn(void *arg, const char *name);
-int partial_list(int storefd, dev_t dirdev, ino_t dirino,
-    const struct partial_limits *lim, partial_list_fn *fn, void *arg);
+int partial_list(int storefd, dev_t dirdev, ino_t dirino, partial_list_fn *fn,
+    void *arg);
 
 /* Remove what expired, and leftovers (data without a record, temporary
  * records); *removed counts the partial data files removed. */

@@ -351,10 +351,12 @@ resume_settings(struct stage_opts *so, int *on)
 	so->resume = *on;
 }
 
-/* The exit status for a failed sftp_session_process(). */
+/* The exit status for a failed sftp_session_process(), which ends the
+ * session for a reason of ours: nothing is kept for a resume. */
 static int
-process_failed(int r, const char **reason)
+process_failed(int r, const char **reason, int *lost)
 {
+	*lost = 0;
 	if (r == EMSGSIZE) {
 		*reason = "protocol error";
 		return EXIT_BAD_MESSAGE;
@@ -430,10 +432,9 @@ serve(struct sftp_session *s, const char **reason, int *lost)
 				in_eof = 1;
 			} else if (n > 0) {
 				sftp_session_input_added(s, (size_t)n);
-				if ((r = sftp_session_process(s)) != 0) {
-					*lost = 0;
-					return process_failed(r, reason);
-				}
+				if ((r = sftp_session_process(s)) != 0)
+					return process_failed(r, reason,
+					    lost);
 			}
 		}
 		/* Processing input above may have moved the buffer. */
@@ -448,10 +449,9 @@ serve(struct sftp_session *s, const char **reason, int *lost)
 			if (n > 0) {
 				sftp_session_output_consume(s, (size_t)n);
 				/* Requests held back by a full output. */
-				if ((r = sftp_session_process(s)) != 0) {
-					*lost = 0;
-					return process_failed(r, reason);
-				}
+				if ((r = sftp_session_process(s)) != 0)
+					return process_failed(r, reason,
+					    lost);
 			}
 		}
 	}

@@ -1280,21 +1280,29 @@ set_attrs_path(const char *path, const struct sftp_attrs *a, int nofollow)
  * errno value for the dispatcher to answer with a status. */
 
 /*
- * A write-open that would continue a file which an interrupted upload of
- * this user was replacing: the file there is the old one (its partial
- * data is gone), or another session is replacing it now.  Continuing it
+ * An OPEN or WRITE that would continue the wrong file: the old file of a
+ * replacement that was interrupted (its kept data gone, or not to be
+ * continued in place) or that another session is making now, or kept
+ * data from past its end (the client was shown another size).  Either
  * would publish the old file's start with the new file's end.
  */
 static int
-refuse_resume(struct sftp_session *s, uint32_t id, int r)
+refuse_resume(struct sftp_session *s, uint32_t id, const char *path, int r)
 {
-	const char *why = r == STAGE_E_REPLACED ?
-	    "an interrupted upload was replacing this file and what it "
-	    "kept cannot be continued: upload the file again from the "
-	    "start" :
-	    "another session of this user is replacing this file now";
+	const char *why;
 
-	logit("resume \"%s\" refused: %s", s->path1, why);
+	if (r == STAGE_E_RESUME_GAP)
+		why = "resume past the end of the kept partial data: look at "
+		    "the file's size again";
+	else if (r == STAGE_E_INFLIGHT)
+		why = "another session of this user is replacing this file "
+		    "now: continuing the old file would mix it with the new "
+		    "one";
+	else
+		why = "an interrupted upload was replacing this file: "
+		    "continuing the old file would mix it with the new one; "
+		    "upload the file again from the start";
+	logit("resume \"%s\" refused: %s", path, why);
 	return send_status_msg(s, id, SSH2_FX_FAILURE, why);
 }
 
@@ -1389,7 +1397,7 @@ process_open(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		if ((r = stage_open(&s->stage, s->path1, oflags, mode,
 		    &sf)) != 0) {
 			if (r == STAGE_E_REPLACED || r == STAGE_E_INFLIGHT)
-				return refuse_resume(s, id, r);
+				return refuse_resume(s, id, s->path1, r);
 			return r;
 		}
 		if ((note = stage_note(sf)) != NULL)
@@ -1592,28 +1600,6 @@ handle_write(struct handle *h, const u_char *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-/*
- * A write that would continue the wrong file: past the end of kept data
- * (the client was shown another size), or the old file of an interrupted
- * replacement (its partial data gone, or another session replacing it).
- */
-static int
-refuse_continuation(struct sftp_session *s, uint32_t id, struct handle *h,
-    int r)
-{
-	const char *why = r == STAGE_E_RESUME_GAP ?
-	    "resume past the end of the kept partial data: look at the "
-	    "file's size again" : r == STAGE_E_INFLIGHT ?
-	    "another session of this user is replacing this file now: "
-	    "continuing the old file would mix it with the new one" :
-	    "an interrupted upload was replacing this file: continuing the "
-	    "old file would mix it with the new one; upload the file again "
-	    "from the start";
-
-	logit("resume \"%s\" refused: %s", h->path, why);
-	return send_status_msg(s, id, SSH2_FX_FAILURE, why);
-}
-
 static int
 process_write(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 {
@@ -1651,7 +1637,7 @@ process_write(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		    r == STAGE_E_INFLIGHT) {
 			/* Nothing was written: the staging fails its commit
 			 * itself (and keeps kept data for a proper resume). */
-			return refuse_continuation(s, id, h, r);
+			return refuse_resume(s, id, h->path, r);
 		}
 		error("write \"%s\": %s", h->path, strerror(r));
 		if (h->up != NULL)
@@ -2042,7 +2028,7 @@ static int
 process_remove(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 {
 	struct upload *up;
-	int r;
+	int r, f;
 
 	if ((r = sftp_get_cstring(msg, s->path1, sizeof(s->path1))) != 0)
 		return r;
@@ -2058,10 +2044,10 @@ process_remove(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	}
 	r = unlink(s->path1) == 0 ? 0 : errno;
 	/* A kept partial upload goes with the name, as stock's half-written
-	 * file would; where it was all there was, that is a success. */
+	 * file would; where it was all there was, that is the removal. */
 	if (s->stage.resume && (r == 0 || r == ENOENT) &&
-	    stage_partial_forget(&s->stage, s->path1) == 0)
-		r = 0;
+	    (f = stage_partial_forget(&s->stage, s->path1)) != ENOENT)
+		r = f;
 	return send_status(s, id, r);
 }
 
@@ -2179,6 +2165,15 @@ rename_uploads(struct sftp_session *s, const char *from, const char *to,
 	return 1;
 }
 
+/* A kept partial upload is not renamed with the file, once the kernel
+ * has answered the rename: it goes (a failed one leaves it). */
+static void
+rename_forget_partial(struct sftp_session *s, int r)
+{
+	if (s->stage.resume && (r == 0 || r == ENOENT))
+		(void)stage_partial_forget(&s->stage, s->path1);
+}
+
 static int
 process_rename(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 {
@@ -2193,9 +2188,6 @@ process_rename(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 	if (s->uploads != NULL &&
 	    rename_uploads(s, s->path1, s->path2, 0, &r))
 		return send_status(s, id, r);
-	/* A kept partial upload is not renamed with the file: it goes. */
-	if (s->stage.resume)
-		(void)stage_partial_forget(&s->stage, s->path1);
 	/* Version 3 RENAME never replaces an existing name. */
 	if (lstat(s->path1, &st) != 0)
 		r = errno;
@@ -2215,6 +2207,7 @@ process_rename(struct sftp_session *s, uint32_t id, struct sftp_buf *msg)
 		r = rename(s->path1, s->path2) == 0 ? 0 : errno;
 	else
 		r = EEXIST;
+	rename_forget_partial(s, r);
 	return send_status(s, id, r);
 }
 
@@ -2267,10 +2260,9 @@ process_posix_rename(struct sftp_session *s, uint32_t id,
 	if (s->uploads != NULL &&
 	    rename_uploads(s, s->path1, s->path2, 1, &r))
 		return send_status(s, id, r);
-	if (s->stage.resume)
-		(void)stage_partial_forget(&s->stage, s->path1);
-	return send_status(s, id,
-	    rename(s->path1, s->path2) == 0 ? 0 : errno);
+	r = rename(s->path1, s->path2) == 0 ? 0 : errno;
+	rename_forget_partial(s, r);
+	return send_status(s, id, r);
 }
 
 static int

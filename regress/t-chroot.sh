@@ -258,12 +258,7 @@ check "$U1: its own file, by the same kind of route, is reachable" \
 check "$U1: nothing leaked" sh -c "! test -e '$WORK/leak' && ! test -e '$WORK/leak2'"
 
 # 4. What the watcher saw, and what is left.
-touch "$WORK/stop"
-wait $WATCH_PID
-wrc=$?
-grep -e '^# watch:' "$WORK/watch.out"
-grep -e OFFENCE -e '^# partial' "$WORK/watch.out" | head -10
-check "the watcher never saw a partial file in either jail" test $wrc = 0
+watch_verdict "the watcher never saw a partial file in either jail"
 # With the staging directory on the same filesystem, nothing but final
 # names appears: no private ".au-" directory, even for an instant.
 check "only final names ever appeared in the upload directories" \

@@ -205,12 +205,7 @@ check "... and leaves it empty" entries "$D/rootonly"
 rmdir "$D/rootonly"
 
 wait_for no_sessions || verbose "dropbear sessions still running"
-touch "$WORK/stop"
-wait $WATCH_PID
-wrc=$?
-grep -e '^# watch:' "$WORK/watch.out"
-grep -e OFFENCE -e '^# partial' "$WORK/watch.out" | head -10
-check "the watcher never saw a partial file" test $wrc = 0
+watch_verdict
 check "no debris in the destination" entries "$D" new-sftp rep-sftp new-scp \
     rep-scp new-scpO rep-scpO rep-sftp-kill rep-scpO-kill
 check "staging directory: nothing but the killed uploads kept for a resume" \

@@ -171,15 +171,6 @@ reap() {
 	gone "$1" || { verbose "pid $1 still running: killed"; kill -9 "$1"; }
 	{ wait "$1"; } 2>/dev/null
 }
-# wait_long CMD...: wait_for, for a minute.
-wait_long() {
-	local i
-	for i in $(seq 1 600); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	return 1
-}
 # mark: sessions started from now on are the next ones.
 mark() { MARK=$(wc -l <"$PIDS"); }
 # sessions: PIDs of the servers started since the mark.
@@ -431,7 +422,7 @@ pm_cut() {
 	mark
 	start_pm "$2" "$3" "$4" "$5"
 	spid=$(next_server)
-	wait_long pm_ready || verbose "paramiko did not write $5 bytes of $4: $(tail -2 "$WORK/c.out")"
+	wait_secs 60 pm_ready || verbose "paramiko did not write $5 bytes of $4: $(tail -2 "$WORK/c.out")"
 	cut_upload "$1" "$CPID" "$spid"
 	slog >"$WORK/log1"
 }
@@ -518,7 +509,7 @@ one_case() {
 		return
 	fi
 	case $client in
-	paramiko|filepart) wait_long pm_ready ;;
+	paramiko|filepart) wait_secs 60 pm_ready ;;
 	*)	wait_staged "$spid" "$half" ;;
 	esac
 	n=$(staged "$spid")
@@ -1137,12 +1128,7 @@ if section 9; then
 fi
 
 # ---- The watcher's verdict, and what is left ------------------------------
-touch "$WORK/stop"
-wait $WATCH_PID
-wrc=$?
-grep -e '^# watch:' "$WORK/watch.out"
-grep -e OFFENCE -e '^# partial' "$WORK/watch.out" | head -20
-check "the watcher never saw a partial file" test $wrc = 0
+watch_verdict
 # publishes NAME: the watcher's create + moved_to count for $D/NAME.
 publishes() {
 	sed -n "s|^# name $D/$1 .* events \([^ ]*\).*|\1|p" "$WORK/watch.out" |

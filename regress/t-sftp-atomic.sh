@@ -165,12 +165,7 @@ wait $pids
 pids=""
 wait_for sessions_gone || verbose "sshd sessions still running"
 
-touch "$WORK/stop"
-wait $WATCH_PID
-wrc=$?
-grep -e '^# watch:' "$WORK/watch.out"
-grep -e OFFENCE -e '^# partial' "$WORK/watch.out" | head -20
-check "the watcher never saw a partial file" test $wrc = 0
+watch_verdict
 sed 's/^/# failed: /' "$WORK/failures"
 check "every complete upload succeeded" test ! -s "$WORK/failures"
 

@@ -12,7 +12,8 @@
 #                     $SSH_OPTS are the ssh/scp/sftp options to reach it
 #                     as root (-F config), $USER_SSH_OPTS the same for
 #                     $TEST_USER under as_user; stopped by the EXIT trap.
-#   wait_for CMD...   retry a command for up to 10 s
+#   wait_for CMD...   retry a command for up to 10 s (wait_secs N CMD...)
+#   watch_verdict [DESC]  stop the watcher $WATCH_PID, check its verdict
 #   entries DIR NAME...  DIR holds exactly these names (no debris)
 #   partial_stores DIR  DIR holds only stores of kept partial uploads
 #                     (prints how many)
@@ -89,13 +90,29 @@ as_user() {
 	    --reset-env -- env PATH=/usr/local/bin:/usr/bin:/bin "$@"
 }
 
-wait_for() {
-	local i
-	for i in $(seq 1 100); do
+wait_for() { wait_secs 10 "$@"; }
+# wait_secs SECONDS CMD...: retry a command for up to SECONDS.
+wait_secs() {
+	local i n=$(($1 * 10))
+	shift
+	for i in $(seq 1 "$n"); do
 		"$@" >/dev/null 2>&1 && return 0
 		sleep 0.1
 	done
 	return 1
+}
+
+# watch_verdict [DESC]: stop the watcher $WATCH_PID (regress/helpers/
+# watch.py writing $WORK/watch.out, stopped by $WORK/stop), show its
+# summary and offences, and check that it never saw a partial file.
+watch_verdict() {
+	local rc
+	touch "$WORK/stop"
+	wait "$WATCH_PID"
+	rc=$?
+	grep -e '^# watch:' "$WORK/watch.out"
+	grep -e OFFENCE -e '^# partial' "$WORK/watch.out" | head -20
+	check "${1:-the watcher never saw a partial file}" test "$rc" = 0
 }
 
 # A free TCP port on 127.0.0.1.
@@ -185,30 +202,11 @@ entries() {
 # resumable data of uploads whose connection was lost (DESIGN.md 12).
 # Prints how many partial uploads they hold.
 partial_stores() {
-	local dir=$1 e f n=0 bad=0
-	for e in "$dir"/.[!.]* "$dir"/*; do
-		[ -e "$e" ] || [ -L "$e" ] || continue
-		case "${e##*/}" in
-		.au-partial-[0-9]*) ;;
-		*) verbose "$dir: not a partial store: ${e##*/}"; bad=1; continue ;;
-		esac
-		if [ -L "$e" ] || [ ! -d "$e" ] ||
-		    [ "$(stat -c %a "$e")" != 700 ]; then
-			verbose "$e: not a 0700 directory"; bad=1; continue
-		fi
-		for f in "$e"/.[!.]* "$e"/*; do
-			[ -e "$f" ] || [ -L "$f" ] || continue
-			case "${f##*/}" in
-			d.*) [ -f "$f" ] && [ ! -L "$f" ] && n=$((n + 1)) ||
-			    { verbose "$f: not a file"; bad=1; } ;;
-			r.*) [ -f "$f" ] && [ ! -L "$f" ] ||
-			    { verbose "$f: not a file"; bad=1; } ;;
-			*) verbose "$e: debris in a store: ${f##*/}"; bad=1 ;;
-			esac
-		done
-	done
-	echo "$n"
-	return $bad
+	local rc
+	_entries_stores d "$1"
+	rc=$?
+	echo "$PARTIAL_DATA"
+	return $rc
 }
 
 # entries_partials DIR NAME...: DIR holds exactly these names, beside
@@ -217,18 +215,28 @@ partial_stores() {
 # stores may hold only records: an interrupted or failed replacement
 # leaves one, so that nothing continues the old file as if it were the
 # start of the new one, but no data was to be kept (DESIGN.md 12).
+# Both leave the number of partial data files in PARTIAL_DATA.
 entries_partials() { _entries_stores d "$@"; }
 entries_records() { _entries_stores r "$@"; }
 _entries_stores() {
 	local allow=$1 dir=$2 e f want got bad=0
 	shift 2
+	PARTIAL_DATA=0
 	for e in "$dir"/.au-partial-[0-9]*; do
-		[ -e "$e" ] || continue
+		[ -e "$e" ] || [ -L "$e" ] || continue
+		if [ -L "$e" ] || [ ! -d "$e" ] ||
+		    [ "$(stat -c %a "$e")" != 700 ]; then
+			verbose "$e: not a 0700 directory"; bad=1; continue
+		fi
 		for f in "$e"/.[!.]* "$e"/*; do
 			[ -e "$f" ] || [ -L "$f" ] || continue
+			if [ -L "$f" ] || [ ! -f "$f" ]; then
+				verbose "$f: not a file"; bad=1; continue
+			fi
 			case "${f##*/}" in
 			r.*) ;;
-			d.*) [ "$allow" = d ] && continue
+			d.*) PARTIAL_DATA=$((PARTIAL_DATA + 1))
+			     [ "$allow" = d ] && continue
 			     verbose "$e: partial data kept: ${f##*/}"; bad=1 ;;
 			*) verbose "$e: debris in a store: ${f##*/}"; bad=1 ;;
 			esac

@@ -1048,7 +1048,7 @@ test_list(void)
 	}
 
 	memset(&nm, 0, sizeof(nm));
-	ASSERT_INT_EQ(partial_list(fx.sfd, st.st_dev, st.st_ino, &fx.lim,
+	ASSERT_INT_EQ(partial_list(fx.sfd, st.st_dev, st.st_ino,
 	    collect_name, &nm), 0);
 	ASSERT_INT_EQ(nm.n, 3);
 	ASSERT_TRUE(names_have(&nm, "a"));
@@ -1058,7 +1058,7 @@ test_list(void)
 	ASSERT_FALSE(names_have(&nm, "x"));
 
 	memset(&nm, 0, sizeof(nm));
-	ASSERT_INT_EQ(partial_list(fx.sfd, st.st_dev, st.st_ino + 1, &fx.lim,
+	ASSERT_INT_EQ(partial_list(fx.sfd, st.st_dev, st.st_ino + 1,
 	    collect_name, &nm), 0);
 	ASSERT_INT_EQ(nm.n, 1);
 	ASSERT_TRUE(names_have(&nm, "a"));
@@ -1066,7 +1066,7 @@ test_list(void)
 	/* The callback's error stops the listing. */
 	memset(&nm, 0, sizeof(nm));
 	nm.stop_after = 1;
-	ASSERT_INT_EQ(partial_list(fx.sfd, st.st_dev, st.st_ino, &fx.lim,
+	ASSERT_INT_EQ(partial_list(fx.sfd, st.st_dev, st.st_ino,
 	    collect_name, &nm), 99);
 	ASSERT_INT_EQ(nm.n, 1);
  out:
