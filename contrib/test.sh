@@ -21,6 +21,20 @@ if [ "${1:-}" = "--quick" ]; then quick=1; shift; fi
 
 sh contrib/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 
+# The tests run programs as an unprivileged user in this tree: every
+# directory above it must let others through (a clone below a 0700
+# "mktemp -d" directory does not).  Say so at once, not as forty
+# permission failures later.
+d=$top
+while [ "$d" != / ]; do
+	if [ -z "$(find "$d" -maxdepth 0 -perm -o+x)" ]; then
+		echo "# $d is not searchable by other users: the tests as the" \
+		    "unprivileged user will fail (chmod o+x $d, or clone elsewhere)"
+		break
+	fi
+	d=$(dirname "$d")
+done
+
 total_pass=0
 total_fail=0
 summaries=""
